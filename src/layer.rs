@@ -1,0 +1,168 @@
+//! [`RateLimitLayer`]: the configuration, applied to services with `.layer(...)`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use tower_layer::Layer;
+
+use crate::headers::{HeaderWriter, RateLimitHeaders};
+use crate::key::KeyExtractor;
+use crate::reject::Rejection;
+use crate::service::{Answer, RateLimit, Shared};
+use crate::store::Store;
+use crate::weight::{self, Weigher};
+use crate::{Algorithm, Policy, Quota, QuotaError};
+
+/// A custom rejection answer; see [`RateLimitLayer::on_rejection`].
+pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync>;
+
+/// Applies a keyed rate limit to a service: for each request, a key `K` is extracted, the
+/// request is weighed, and the store `S` decides whether it passes.
+///
+/// ```
+/// use axum::{routing::{get, post}, Router};
+/// use tower_ratelimit::{key, store::MemoryStore, weight, Quota, RateLimitLayer};
+///
+/// let app: Router = Router::new()
+///     .route("/api/ping", get(|| async { "pong" }))
+///     .route("/api/upload", post(|| async { "stored" }))
+///     .layer(
+///         RateLimitLayer::new(key::PeerIp, MemoryStore::new(), Quota::per_second(1).burst(5))
+///             .weight(weight::by_path([("/api/upload", 3)]).default(1)),
+///     );
+/// ```
+///
+/// # Where it goes
+///
+/// Put the limiter **outside** concurrency limits, load shedding and timeouts (earlier in a
+/// `ServiceBuilder`, later in axum's `.layer` chain): a rejected request then costs no
+/// concurrency slot and is never queued or shed in place of a legitimate one.
+///
+/// # Responses
+///
+/// Every response that went through the limiter carries the rate-limit headers (see
+/// [`headers`](crate::headers)). A refused request never reaches the service; it gets
+/// `429` (or `413` when its cost exceeds the burst) with `Retry-After` and a problem body,
+/// or a gRPC `RESOURCE_EXHAUSTED` status for gRPC requests. A request without a key gets
+/// the [`KeyError`](crate::key::KeyError)'s status.
+#[derive(Clone)]
+pub struct RateLimitLayer<K, S> {
+    key: K,
+    store: S,
+    policy: Policy,
+    weigher: Arc<dyn Weigher>,
+    headers: RateLimitHeaders,
+    on_rejection: Option<OnRejection>,
+}
+
+impl<K, S> RateLimitLayer<K, S> {
+    /// Limits requests keyed by `key` to `quota`, with state in `store`.
+    ///
+    /// # Panics
+    ///
+    /// If the quota is invalid (see [`Quota::validate`]); use [`try_new`](Self::try_new) to
+    /// handle that as an error.
+    pub fn new(key: K, store: S, quota: Quota) -> Self {
+        Self::try_new(key, store, quota).unwrap_or_else(|e| panic!("invalid quota: {e}"))
+    }
+
+    /// Like [`new`](Self::new), returning an error for an invalid quota.
+    pub fn try_new(key: K, store: S, quota: Quota) -> Result<Self, QuotaError> {
+        Ok(Self {
+            key,
+            store,
+            policy: Policy::new("default", quota, Algorithm::default())?,
+            weigher: Arc::new(weight::constant(1)),
+            headers: RateLimitHeaders::default(),
+            on_rejection: None,
+        })
+    }
+
+    /// Sets how much each request costs (default: 1). A cost of 0 passes uncounted.
+    pub fn weight(mut self, weigher: impl Weigher) -> Self {
+        let burst = self.policy.quota().burst_size();
+        if let Some(max) = weigher.max_weight().filter(|&max| max > burst) {
+            tracing::warn!(
+                weight = max,
+                burst,
+                "a request weight exceeds the quota's burst: such requests can never pass"
+            );
+        }
+        self.weigher = Arc::new(weigher);
+        self
+    }
+
+    /// Sets the algorithm (default: [`Algorithm::TokenBucket`]).
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.policy = Policy::new(self.policy.name(), *self.policy.quota(), algorithm)
+            .expect("the quota was validated");
+        self
+    }
+
+    /// Chooses the rate-limit headers (default: [`RateLimitHeaders::Both`]).
+    pub fn headers(mut self, headers: RateLimitHeaders) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Answers refused requests with `f` instead of
+    /// [`Rejection::default_response`]. The layer still adds the rate-limit headers and
+    /// `Retry-After`.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Response, StatusCode};
+    /// use tower_ratelimit::{key, store::MemoryStore, Quota, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(key::Global, MemoryStore::new(), Quota::per_second(10))
+    ///     .on_rejection(|_| {
+    ///         let mut response = Response::new(Bytes::from_static(b"slow down"));
+    ///         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    ///         response
+    ///     });
+    /// ```
+    pub fn on_rejection<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.on_rejection = Some(Arc::new(f));
+        self
+    }
+}
+
+impl<Svc, K, S> Layer<Svc> for RateLimitLayer<K, S>
+where
+    K: KeyExtractor + Clone,
+    S: Store<K::Key>,
+{
+    type Service = RateLimit<Svc, K, S>;
+
+    fn layer(&self, inner: Svc) -> Self::Service {
+        RateLimit::new(
+            inner,
+            Arc::new(Shared {
+                key: self.key.clone(),
+                store: self.store.clone(),
+                weigher: Arc::clone(&self.weigher),
+                answer: Arc::new(Answer {
+                    headers: HeaderWriter::new(self.headers, &self.policy),
+                    policy: self.policy.clone(),
+                    on_rejection: self.on_rejection.clone(),
+                }),
+            }),
+        )
+    }
+}
+
+impl<K: fmt::Debug, S: fmt::Debug> fmt::Debug for RateLimitLayer<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("key", &self.key)
+            .field("store", &self.store)
+            .field("policy", &self.policy)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,74 @@
+//! Keyed rate limiting for [Tower](https://docs.rs/tower) services: axum, tonic, hyper.
+//!
+//! For every request, [`RateLimitLayer`] extracts a **key** ([`key`]: peer IP, client IP
+//! behind trusted proxies, a header, one global key, or a closure), computes a **weight**
+//! ([`weight`]), and asks a **store** ([`store`]) whether the request passes its
+//! [`Quota`]. Passing requests reach the service; the others are answered at once with
+//! `429 Too Many Requests` (gRPC: `RESOURCE_EXHAUSTED`), `Retry-After` and the rate-limit
+//! [`headers`].
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{routing::{get, post}, Router};
+//! use tower_ratelimit::{key, store::MemoryStore, weight, Quota, RateLimitLayer};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new()
+//!     .route("/api/ping", get(|| async { "pong" }))
+//!     .route("/api/upload", post(|| async { "stored" }))
+//!     .layer(
+//!         // 1 request per second per client IP, bursts of 5; an upload costs 3.
+//!         RateLimitLayer::new(key::PeerIp, MemoryStore::new(), Quota::per_second(1).burst(5))
+//!             .weight(weight::by_path([("/api/upload", 3)]).default(1)),
+//!     );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // `PeerIp` reads the connection's address: serve with connect info.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+//! # }
+//! ```
+//!
+//! # Semantics
+//!
+//! The token bucket is GCRA in integer nanoseconds: one timestamp per key, refilled one
+//! unit every `period / limit`, holding at most `burst`. A request of cost `c` passes iff
+//! the bucket holds `c` units; a denied request changes nothing. A cost above the burst can
+//! never pass and is answered `413` without `Retry-After`. See [`Quota`] and
+//! [`Decision`].
+//!
+//! # Features
+//!
+//! * `axum` (default): [`key::PeerIp`] reads axum's `ConnectInfo`, and
+//!   [`weight::by_route`] reads axum's matched route.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
+
+mod algorithm;
+mod body;
+pub mod clock;
+mod decision;
+mod future;
+pub mod headers;
+pub mod key;
+mod layer;
+mod policy;
+mod quota;
+mod reject;
+mod request;
+mod service;
+pub mod store;
+mod throttle;
+pub mod weight;
+
+pub use algorithm::Algorithm;
+pub use body::ResponseBody;
+pub use decision::{Decision, Outcome};
+pub use future::ResponseFuture;
+pub use headers::RateLimitHeaders;
+pub use layer::RateLimitLayer;
+pub use policy::Policy;
+pub use quota::{Quota, QuotaError};
+pub use reject::Rejection;
+pub use request::RequestHead;
+pub use service::RateLimit;

@@ -1,0 +1,278 @@
+//! [`MemoryStore`]: rate-limit state in this process, one atomic word per key.
+
+use std::future::{ready, Ready};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use dashmap::{mapref::entry::Entry, DashMap};
+
+use super::{Store, StoreError};
+use crate::algorithm::EMPTY;
+use crate::clock::{Clock, MonotonicClock};
+use crate::{Decision, Outcome, Policy};
+
+/// Keys tracked before the first sweep for idle keys.
+const FIRST_SWEEP_AT: usize = 1024;
+/// At the key cap, the least time between two sweeps.
+const CAP_SWEEP_GAP: Duration = Duration::from_secs(1);
+
+/// An in-process store: a concurrent map from key to one packed `u64` of state, updated
+/// with a compare-and-swap loop. Deciding for a known key takes no lock on the key and
+/// allocates nothing; clones share the same state.
+///
+/// # Memory is bounded
+///
+/// * Keys whose state carries no information (a full bucket) are dropped, losslessly: a
+///   dropped key decides exactly as if it were still there. Sweeps run on the inserting
+///   request when the key count doubles, so their cost is amortised; there is no background
+///   task.
+/// * At most [`max_keys`](MemoryStore::max_keys) keys are tracked (default 1 048 576). When
+///   the map is full of keys that are still limited, a **new** key is denied (`429`, retry
+///   after one second) until a sweep frees room; a sweep at the cap runs at most once per
+///   second. Known keys are unaffected. A flood of fresh keys therefore cannot grow memory
+///   nor buy extra quota; it can only delay the first request of keys never seen before.
+///
+/// ```
+/// use tower_ratelimit::{store::{MemoryStore, Store}, Algorithm, Policy, Quota};
+///
+/// let store = MemoryStore::<&str>::new();
+/// let policy = Policy::new("default", Quota::per_second(1).burst(2), Algorithm::TokenBucket)?;
+/// let decide = |key| store.decide(&key, 1, &policy).into_inner().unwrap();
+/// assert!(decide("alice").is_allowed());
+/// assert!(decide("alice").is_allowed());
+/// assert!(!decide("alice").is_allowed());
+/// assert!(decide("bob").is_allowed());
+/// # Ok::<(), tower_ratelimit::QuotaError>(())
+/// ```
+pub struct MemoryStore<K, C = MonotonicClock> {
+    shared: Arc<Shared<K, C>>,
+}
+
+struct Shared<K, C> {
+    states: DashMap<Slot<K>, AtomicU64>,
+    /// The policies that have state here, so a sweep knows how to read each state word.
+    policies: RwLock<Vec<Policy>>,
+    clock: C,
+    max_keys: AtomicUsize,
+    len: AtomicUsize,
+    sweep_at: AtomicUsize,
+    sweeping: AtomicBool,
+    next_cap_sweep: AtomicU64,
+}
+
+/// One key under one policy: state under another quota or algorithm is never shared.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Slot<K> {
+    policy: u64,
+    key: K,
+}
+
+impl<K: Hash + Eq> MemoryStore<K> {
+    /// An empty store on the process's monotonic clock.
+    pub fn new() -> Self {
+        Self::with_clock(MonotonicClock::new())
+    }
+}
+
+impl<K: Hash + Eq> Default for MemoryStore<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
+    /// An empty store reading time from `clock` (a [`ManualClock`](crate::clock::ManualClock)
+    /// in tests).
+    pub fn with_clock(clock: C) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                states: DashMap::new(),
+                policies: RwLock::new(Vec::new()),
+                clock,
+                max_keys: AtomicUsize::new(1 << 20),
+                len: AtomicUsize::new(0),
+                sweep_at: AtomicUsize::new(FIRST_SWEEP_AT),
+                sweeping: AtomicBool::new(false),
+                next_cap_sweep: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Caps the number of keys tracked at once (at least 1). Applies to all clones.
+    pub fn max_keys(self, max_keys: usize) -> Self {
+        let max_keys = max_keys.max(1);
+        self.shared.max_keys.store(max_keys, Relaxed);
+        self.shared
+            .sweep_at
+            .store(FIRST_SWEEP_AT.min(max_keys), Relaxed);
+        self
+    }
+
+    /// The number of keys currently tracked.
+    pub fn len(&self) -> usize {
+        self.shared.len.load(Relaxed)
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
+    fn decide_now(&self, key: &K, cost: u64, policy: &Policy) -> Decision {
+        let shared = &*self.shared;
+        let now = shared.clock.now_nanos();
+        let slot = Slot {
+            policy: policy.fingerprint(),
+            key: key.clone(),
+        };
+        if let Some(state) = shared.states.get(&slot) {
+            return update(&state, now, cost, policy);
+        }
+        let (decision, state) = policy.algorithm().decide(EMPTY, now, cost, policy.quota());
+        let Some(state) = state else {
+            // Nothing to remember: a denial or a zero-cost look.
+            return decision;
+        };
+        if !self.make_room(now, policy) {
+            return at_capacity(now, shared.next_cap_sweep.load(Relaxed), policy);
+        }
+        match shared.states.entry(slot) {
+            Entry::Occupied(entry) => update(entry.get(), now, cost, policy),
+            Entry::Vacant(entry) => {
+                entry.insert(AtomicU64::new(state));
+                shared.len.fetch_add(1, Relaxed);
+                decision
+            }
+        }
+    }
+
+    /// Registers `policy` and sweeps idle keys when due. Returns whether a new key fits.
+    fn make_room(&self, now: u64, policy: &Policy) -> bool {
+        let shared = &*self.shared;
+        let known = shared
+            .policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|p| p.fingerprint() == policy.fingerprint());
+        if !known {
+            let mut policies = shared.policies.write().unwrap_or_else(|e| e.into_inner());
+            if !policies
+                .iter()
+                .any(|p| p.fingerprint() == policy.fingerprint())
+            {
+                policies.push(policy.clone());
+            }
+        }
+        let max_keys = shared.max_keys.load(Relaxed);
+        if shared.len.load(Relaxed) < shared.sweep_at.load(Relaxed) {
+            return true;
+        }
+        let at_cap = shared.len.load(Relaxed) >= max_keys;
+        let sweep_due = !at_cap || now >= shared.next_cap_sweep.load(Relaxed);
+        if sweep_due && !shared.sweeping.swap(true, Relaxed) {
+            self.sweep(now);
+            let len = shared.len.load(Relaxed);
+            let next = len.saturating_mul(2).max(FIRST_SWEEP_AT).min(max_keys);
+            shared.sweep_at.store(next, Relaxed);
+            if len >= max_keys {
+                shared
+                    .next_cap_sweep
+                    .store(now + CAP_SWEEP_GAP.as_nanos() as u64, Relaxed);
+                tracing::warn!(
+                    max_keys,
+                    "rate-limit store is full of limited keys; new keys are denied for now"
+                );
+            }
+            shared.sweeping.store(false, Relaxed);
+        }
+        shared.len.load(Relaxed) < max_keys
+    }
+
+    /// Drops every key whose state is idle at `now`. Each shard is write-locked while it is
+    /// swept, so no update can slip in between the check and the removal.
+    fn sweep(&self, now: u64) {
+        let shared = &*self.shared;
+        let policies = shared
+            .policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut removed = 0;
+        shared.states.retain(|slot, state| {
+            let idle = policies.iter().any(|p| {
+                p.fingerprint() == slot.policy
+                    && p.algorithm().is_idle(state.load(Relaxed), now, p.quota())
+            });
+            removed += usize::from(idle);
+            !idle
+        });
+        let len = shared.len.fetch_sub(removed, Relaxed) - removed;
+        if shared.states.capacity() > 4 * len.max(FIRST_SWEEP_AT) {
+            shared.states.shrink_to_fit();
+        }
+    }
+}
+
+/// Applies a decision to a known key's state word with a compare-and-swap loop.
+fn update(state: &AtomicU64, now: u64, cost: u64, policy: &Policy) -> Decision {
+    let mut current = state.load(Relaxed);
+    loop {
+        let (decision, next) = policy
+            .algorithm()
+            .decide(current, now, cost, policy.quota());
+        let Some(next) = next else {
+            return decision;
+        };
+        match state.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+            Ok(_) => return decision,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// The answer for a new key while the store is full: wait for the next sweep.
+fn at_capacity(now: u64, next_sweep: u64, policy: &Policy) -> Decision {
+    let wait = Duration::from_nanos(next_sweep.saturating_sub(now)).max(Duration::from_millis(1));
+    Decision {
+        outcome: Outcome::Denied {
+            retry_after: Some(wait),
+        },
+        limit: policy.quota().burst_size(),
+        remaining: 0,
+        reset: Some(wait),
+    }
+}
+
+impl<K, C> Clone for MemoryStore<K, C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K, C> std::fmt::Debug for MemoryStore<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("len", &self.shared.len.load(Relaxed))
+            .field("max_keys", &self.shared.max_keys.load(Relaxed))
+            .finish()
+    }
+}
+
+impl<K, C> Store<K> for MemoryStore<K, C>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    C: Clock,
+{
+    type Future = Ready<Result<Decision, StoreError>>;
+
+    fn decide(&self, key: &K, cost: u64, policy: &Policy) -> Self::Future {
+        ready(Ok(self.decide_now(key, cost, policy)))
+    }
+}
