@@ -1,0 +1,128 @@
+//! Parser for the reference-case tables in `tests/cases/`, shared by every store's tests.
+
+use std::time::Duration;
+
+use tower_ratelimit::{Decision, Outcome, Quota};
+
+/// One scenario: a quota and the requests made against one fresh key.
+#[derive(Debug)]
+pub struct Case {
+    pub name: String,
+    pub quota: Quota,
+    pub steps: Vec<Step>,
+}
+
+/// A request at `at` (from the start of the case) and the decision it must get.
+#[derive(Debug)]
+pub struct Step {
+    pub at: Duration,
+    pub cost: u64,
+    pub expected: Expected,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Expected {
+    Allow { remaining: u64, reset: Option<Duration> },
+    Deny { remaining: u64, retry: Option<Duration> },
+    TooCostly { remaining: u64 },
+}
+
+impl Expected {
+    /// `Ok` if `decision` is the expected one.
+    pub fn check(&self, decision: &Decision) -> Result<(), String> {
+        let actual = match decision.outcome {
+            Outcome::Allowed => Expected::Allow {
+                remaining: decision.remaining,
+                reset: decision.reset,
+            },
+            Outcome::Denied { retry_after } => Expected::Deny {
+                remaining: decision.remaining,
+                retry: retry_after,
+            },
+            Outcome::CostExceedsBurst => Expected::TooCostly {
+                remaining: decision.remaining,
+            },
+        };
+        if &actual == self {
+            Ok(())
+        } else {
+            Err(format!("expected {self:?}, got {actual:?}"))
+        }
+    }
+}
+
+/// Parses a table (see the header of `tests/cases/token_bucket.txt`).
+pub fn parse(table: &str) -> Vec<Case> {
+    let mut cases: Vec<Case> = Vec::new();
+    for (number, line) in table.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fail = |what: &str| -> ! { panic!("line {}: {what}: {line}", number + 1) };
+        if let Some(name) = line.strip_prefix("case ") {
+            cases.push(Case {
+                name: name.to_owned(),
+                quota: Quota::fixed(1),
+                steps: Vec::new(),
+            });
+            continue;
+        }
+        let case = cases.last_mut().unwrap_or_else(|| fail("no case yet"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["quota", "fixed", total] => case.quota = Quota::fixed(number_of(total)),
+            ["quota", rate, rest @ ..] => {
+                let (limit, period) = rate.split_once('/').unwrap_or_else(|| fail("rate"));
+                let mut quota = Quota::new(number_of(limit), duration(period).unwrap());
+                if let ["burst", burst] = rest {
+                    quota = quota.burst(number_of(burst));
+                }
+                case.quota = quota;
+            }
+            ["at", at, "cost", cost, "=>", outcome @ ..] => case.steps.push(Step {
+                at: duration(at).unwrap_or_else(|| fail("time")),
+                cost: number_of(cost),
+                expected: match outcome {
+                    ["allow", remaining, "reset", reset] => Expected::Allow {
+                        remaining: number_of(remaining),
+                        reset: duration(reset),
+                    },
+                    ["deny", remaining, "retry", retry] => Expected::Deny {
+                        remaining: number_of(remaining),
+                        retry: duration(retry),
+                    },
+                    ["too-costly", remaining] => Expected::TooCostly {
+                        remaining: number_of(remaining),
+                    },
+                    _ => fail("outcome"),
+                },
+            }),
+            _ => fail("unknown line"),
+        }
+    }
+    cases
+}
+
+fn number_of(word: &str) -> u64 {
+    word.parse().unwrap_or_else(|_| panic!("not a number: {word}"))
+}
+
+/// `0`, `250us`, `3ms`, `2s`, `1m`, `1h`; `never` is `None`.
+fn duration(word: &str) -> Option<Duration> {
+    if word == "never" {
+        return None;
+    }
+    let split = word.find(|c: char| !c.is_ascii_digit()).unwrap_or(word.len());
+    let (value, unit) = word.split_at(split);
+    let value = number_of(value);
+    Some(match unit {
+        "" if value == 0 => Duration::ZERO,
+        "us" => Duration::from_micros(value),
+        "ms" => Duration::from_millis(value),
+        "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value * 60),
+        "h" => Duration::from_secs(value * 3600),
+        _ => panic!("bad duration: {word}"),
+    })
+}
