@@ -4,42 +4,42 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::reject::error_response;
-use crate::service::Answer;
-use crate::store::StoreError;
-use crate::throttle::Throttle;
+use crate::key::KeyExtractor;
+use crate::service::{Shared, Verdict};
+use crate::store::Store;
 use crate::Decision;
 
 pin_project! {
     /// The response future of [`RateLimit`](crate::RateLimit): waits for the store's
     /// decision (when the store answers asynchronously), then forwards the request to the
     /// inner service or answers it.
-    pub struct ResponseFuture<D, Svc, ReqBody>
+    pub struct ResponseFuture<Svc, ReqBody, K, S>
     where
         Svc: Service<Request<ReqBody>>,
+        K: KeyExtractor,
+        S: Store<K::Key>,
     {
         #[pin]
-        state: State<D, Svc, ReqBody, Svc::Future>,
-        answer: Option<Arc<Answer>>,
+        state: State<S::Future, Svc, ReqBody, Svc::Future, K::Key>,
+        shared: Option<Arc<Shared<K, S>>>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<D, Svc, ReqBody, F> {
+    enum State<D, Svc, ReqBody, F, Key> {
         // The store is deciding; the ready inner service waits with the request.
         Deciding {
             decision: D,
-            inner: Option<Svc>,
-            request: Option<Request<ReqBody>>,
+            ready: Option<(Svc, Request<ReqBody>)>,
+            key: Key,
             cost: u64,
             grpc: bool,
         },
@@ -56,39 +56,41 @@ pin_project! {
     }
 }
 
-static STORE_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
-
-impl<D, Svc, ReqBody> ResponseFuture<D, Svc, ReqBody>
+impl<Svc, ReqBody, K, S> ResponseFuture<Svc, ReqBody, K, S>
 where
     Svc: Service<Request<ReqBody>>,
+    K: KeyExtractor,
+    S: Store<K::Key>,
 {
     pub(crate) fn deciding(
-        decision: D,
-        inner: Svc,
+        decision: S::Future,
+        ready: Svc,
         request: Request<ReqBody>,
+        key: K::Key,
         cost: u64,
         grpc: bool,
-        answer: Arc<Answer>,
+        shared: Arc<Shared<K, S>>,
     ) -> Self {
         Self {
             state: State::Deciding {
                 decision,
-                inner: Some(inner),
-                request: Some(request),
+                ready: Some((ready, request)),
+                key,
                 cost,
                 grpc,
             },
-            answer: Some(answer),
+            shared: Some(shared),
         }
     }
 
-    pub(crate) fn forwarding(future: Svc::Future, decision: Decision, answer: Arc<Answer>) -> Self {
+    pub(crate) fn forwarding(
+        future: Svc::Future,
+        decision: Option<Decision>,
+        shared: Arc<Shared<K, S>>,
+    ) -> Self {
         Self {
-            state: State::Forwarding {
-                future,
-                decision: Some(decision),
-            },
-            answer: Some(answer),
+            state: State::Forwarding { future, decision },
+            shared: Some(shared),
         }
     }
 
@@ -97,70 +99,50 @@ where
             state: State::Answered {
                 response: Some(response),
             },
-            answer: None,
+            shared: None,
         }
     }
 }
 
-/// The answer when the store cannot decide.
-pub(crate) fn store_error_response(error: &StoreError, grpc: bool) -> Response<Bytes> {
-    if let Some(suppressed) = STORE_ERRORS.allow() {
-        tracing::warn!(suppressed, "{error}");
-    }
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the rate-limit store is unavailable",
-        grpc,
-    )
-}
-
-impl<D, Svc, ReqBody, ResBody> Future for ResponseFuture<D, Svc, ReqBody>
+impl<Svc, ReqBody, ResBody, K, S> Future for ResponseFuture<Svc, ReqBody, K, S>
 where
-    D: Future<Output = Result<Decision, crate::store::StoreError>> + Unpin,
     Svc: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: KeyExtractor,
+    S: Store<K::Key>,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, Svc::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
+            let next = match this.state.as_mut().project() {
                 StateProj::Deciding {
                     decision,
-                    inner,
-                    request,
+                    ready,
+                    key,
                     cost,
                     grpc,
                 } => {
-                    let response = match ready!(Pin::new(decision).poll(cx)) {
-                        Ok(decision) if decision.is_allowed() => {
-                            let (mut inner, request) = inner
-                                .take()
-                                .zip(request.take())
-                                .expect("ResponseFuture polled after completion");
-                            let future = inner.call(request);
-                            this.state.set(State::Forwarding {
-                                future,
-                                decision: Some(decision),
-                            });
-                            continue;
-                        }
-                        Ok(decision) => {
-                            let answer = this.answer.as_ref().expect("set while deciding");
-                            answer.rejection(&decision, *cost, *grpc)
-                        }
-                        Err(error) => store_error_response(&error, *grpc),
-                    };
-                    // The ready inner service is dropped unused.
-                    inner.take();
-                    this.state.set(State::Answered { response: None });
-                    return Poll::Ready(Ok(response.map(ResponseBody::answer)));
+                    let decided = ready!(Pin::new(decision).poll(cx));
+                    let shared = this.shared.as_ref().expect("set while deciding");
+                    let (mut inner, request) = ready
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    match shared.verdict(decided, key, *cost, *grpc) {
+                        Verdict::Forward(decision) => State::Forwarding {
+                            future: inner.call(request),
+                            decision,
+                        },
+                        // The ready inner service is dropped unused.
+                        Verdict::Answer(response) => State::Answered {
+                            response: Some(response),
+                        },
+                    }
                 }
                 StateProj::Forwarding { future, decision } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let (Some(decision), Some(answer)) = (decision.take(), this.answer.as_ref())
-                    {
-                        answer.headers.write(response.headers_mut(), &decision);
+                    if let (Some(decision), Some(shared)) = (decision.take(), this.shared) {
+                        shared.headers.write(response.headers_mut(), &decision);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
@@ -170,7 +152,8 @@ where
                         .expect("ResponseFuture polled after completion");
                     return Poll::Ready(Ok(response.map(ResponseBody::answer)));
                 }
-            }
+            };
+            this.state.set(next);
         }
     }
 }

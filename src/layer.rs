@@ -10,10 +10,10 @@ use tower_layer::Layer;
 use crate::headers::{HeaderWriter, RateLimitHeaders};
 use crate::key::KeyExtractor;
 use crate::reject::Rejection;
-use crate::service::{Answer, RateLimit, Shared};
-use crate::store::Store;
+use crate::service::{RateLimit, Shared};
+use crate::store::{MemoryStore, Store};
 use crate::weight::{self, Weigher};
-use crate::{Algorithm, Policy, Quota, QuotaError};
+use crate::{Algorithm, FailurePolicy, Policy, Quota, QuotaError};
 
 /// A custom rejection answer; see [`RateLimitLayer::on_rejection`].
 pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync>;
@@ -48,16 +48,20 @@ pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Se
 /// or a gRPC `RESOURCE_EXHAUSTED` status for gRPC requests. A request without a key gets
 /// the [`KeyError`](crate::key::KeyError)'s status.
 #[derive(Clone)]
-pub struct RateLimitLayer<K, S> {
+pub struct RateLimitLayer<K: KeyExtractor, S> {
     key: K,
     store: S,
     policy: Policy,
     weigher: Arc<dyn Weigher>,
     headers: RateLimitHeaders,
     on_rejection: Option<OnRejection>,
+    on_store_error: FailurePolicy,
+    /// The in-process store deciding while `store` fails, shared by every service
+    /// this layer makes, and the policy it enforces.
+    fallback: (MemoryStore<K::Key>, Policy),
 }
 
-impl<K, S> RateLimitLayer<K, S> {
+impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     /// Limits requests keyed by `key` to `quota`, with state in `store`.
     ///
     /// # Panics
@@ -70,13 +74,16 @@ impl<K, S> RateLimitLayer<K, S> {
 
     /// Like [`new`](Self::new), returning an error for an invalid quota.
     pub fn try_new(key: K, store: S, quota: Quota) -> Result<Self, QuotaError> {
+        let policy = Policy::new("default", quota, Algorithm::default())?;
         Ok(Self {
             key,
             store,
-            policy: Policy::new("default", quota, Algorithm::default())?,
+            fallback: (MemoryStore::new(), policy.clone()),
+            policy,
             weigher: Arc::new(weight::constant(1)),
             headers: RateLimitHeaders::default(),
             on_rejection: None,
+            on_store_error: FailurePolicy::default(),
         })
     }
 
@@ -96,8 +103,29 @@ impl<K, S> RateLimitLayer<K, S> {
 
     /// Sets the algorithm (default: [`Algorithm::TokenBucket`]).
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
-        self.policy = Policy::new(self.policy.name(), *self.policy.quota(), algorithm)
-            .expect("the quota was validated");
+        let with = |policy: &Policy| {
+            Policy::new(policy.name(), *policy.quota(), algorithm).expect("validated quota")
+        };
+        self.policy = with(&self.policy);
+        self.fallback.1 = with(&self.fallback.1);
+        self
+    }
+
+    /// What to do when the store cannot decide (default: [`FailurePolicy::FallbackLocal`]).
+    pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// The quota the in-process fallback enforces while the store is failing (default: the
+    /// layer's quota), e.g. this server's share of a quota shared by several servers.
+    ///
+    /// # Panics
+    ///
+    /// If the quota is invalid.
+    pub fn fallback_quota(mut self, quota: Quota) -> Self {
+        let policy = Policy::new(self.policy.name(), quota, self.policy.algorithm());
+        self.fallback.1 = policy.unwrap_or_else(|e| panic!("invalid quota: {e}"));
         self
     }
 
@@ -146,17 +174,17 @@ where
                 key: self.key.clone(),
                 store: self.store.clone(),
                 weigher: Arc::clone(&self.weigher),
-                answer: Arc::new(Answer {
-                    headers: HeaderWriter::new(self.headers, &self.policy),
-                    policy: self.policy.clone(),
-                    on_rejection: self.on_rejection.clone(),
-                }),
+                headers: HeaderWriter::new(self.headers, &self.policy),
+                policy: self.policy.clone(),
+                on_rejection: self.on_rejection.clone(),
+                on_store_error: self.on_store_error,
+                fallback: self.fallback.clone(),
             }),
         )
     }
 }
 
-impl<K: fmt::Debug, S: fmt::Debug> fmt::Debug for RateLimitLayer<K, S> {
+impl<K: KeyExtractor + fmt::Debug, S: fmt::Debug> fmt::Debug for RateLimitLayer<K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("key", &self.key)

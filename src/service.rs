@@ -8,51 +8,92 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use crate::future::{store_error_response, ResponseFuture};
+use crate::future::ResponseFuture;
 use crate::headers::HeaderWriter;
 use crate::key::{KeyError, KeyExtractor};
 use crate::layer::OnRejection;
 use crate::reject::{error_response, Rejection};
-use crate::store::Store;
+use crate::store::{MemoryStore, Store, StoreError};
 use crate::throttle::Throttle;
 use crate::weight::Weigher;
-use crate::{body::ResponseBody, Decision, Policy, RequestHead};
+use crate::{body::ResponseBody, Decision, FailurePolicy, Policy, RequestHead};
 
 /// Middleware that rate-limits requests to the inner service. Made by
 /// [`RateLimitLayer`](crate::RateLimitLayer).
 ///
 /// `poll_ready` only forwards to the inner service: no quota is reserved there, since a
-/// request (and so a key) may never come. `call` extracts key and cost synchronously and
-/// moves the ready inner service into the response future (clone-and-swap); a refused
-/// request drops it unused.
-pub struct RateLimit<Svc, K, S> {
+/// request (and so a key) may never come. `call` extracts key and cost synchronously. An
+/// in-process store has decided by then, and the request is forwarded or answered at once;
+/// for a store that answers later, the ready inner service moves into the response future
+/// (clone-and-swap). A refused request drops the ready inner service unused.
+pub struct RateLimit<Svc, K: KeyExtractor, S> {
     inner: Svc,
     shared: Arc<Shared<K, S>>,
 }
 
 /// Configuration shared by all clones of one layered service.
-pub(crate) struct Shared<K, S> {
+pub(crate) struct Shared<K: KeyExtractor, S> {
     pub(crate) key: K,
     pub(crate) store: S,
     pub(crate) weigher: Arc<dyn Weigher>,
-    pub(crate) answer: Arc<Answer>,
-}
-
-/// What the response future needs once the store has decided.
-pub(crate) struct Answer {
     pub(crate) policy: Policy,
     pub(crate) headers: HeaderWriter,
     pub(crate) on_rejection: Option<OnRejection>,
+    pub(crate) on_store_error: FailurePolicy,
+    pub(crate) fallback: (MemoryStore<K::Key>, Policy),
 }
 
-impl Answer {
-    /// The answer to a refused request, with its headers.
-    pub(crate) fn rejection(&self, decision: &Decision, cost: u64, grpc: bool) -> Response<Bytes> {
+/// What to do with a request once its decision is known.
+pub(crate) enum Verdict {
+    /// Forward it; put the decision (if any) in the response headers.
+    Forward(Option<Decision>),
+    /// Answer it with this response.
+    Answer(Response<Bytes>),
+}
+
+static STORE_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
+static KEY_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
+
+impl<K: KeyExtractor, S> Shared<K, S> {
+    /// Turns the store's answer into what happens to the request.
+    pub(crate) fn verdict(
+        &self,
+        decided: Result<Decision, StoreError>,
+        key: &K::Key,
+        cost: u64,
+        grpc: bool,
+    ) -> Verdict {
+        let decision = match decided {
+            Ok(decision) => decision,
+            Err(error) => {
+                if let Some(suppressed) = STORE_ERRORS.allow() {
+                    tracing::warn!(suppressed, policy = ?self.on_store_error, "{error}");
+                }
+                match self.on_store_error {
+                    FailurePolicy::Open => return Verdict::Forward(None),
+                    FailurePolicy::Closed => {
+                        return Verdict::Answer(error_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the rate-limit store is unavailable",
+                            grpc,
+                        ))
+                    }
+                    FailurePolicy::FallbackLocal => {
+                        let (store, policy) = &self.fallback;
+                        store.decide_now(key, cost, policy)
+                    }
+                }
+            }
+        };
+        tracing::trace!(cost, outcome = ?decision.outcome, remaining = decision.remaining, "rate-limit decision");
+        if decision.is_allowed() {
+            return Verdict::Forward(Some(decision));
+        }
         let rejection = Rejection {
-            decision,
+            decision: &decision,
             policy: &self.policy,
             cost,
             grpc,
@@ -61,12 +102,10 @@ impl Answer {
             Some(on_rejection) => on_rejection(&rejection),
             None => rejection.default_response(),
         };
-        self.headers.write(response.headers_mut(), decision);
-        response
+        self.headers.write(response.headers_mut(), &decision);
+        Verdict::Answer(response)
     }
 }
-
-static KEY_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
 
 fn key_error_response(error: &KeyError, grpc: bool) -> Response<Bytes> {
     if error.status().is_server_error() {
@@ -79,7 +118,7 @@ fn key_error_response(error: &KeyError, grpc: bool) -> Response<Bytes> {
     error_response(error.status(), error.message(), grpc)
 }
 
-impl<Svc, K, S> RateLimit<Svc, K, S> {
+impl<Svc, K: KeyExtractor, S> RateLimit<Svc, K, S> {
     pub(crate) fn new(inner: Svc, shared: Arc<Shared<K, S>>) -> Self {
         Self { inner, shared }
     }
@@ -108,14 +147,14 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = Svc::Error;
-    type Future = ResponseFuture<S::Future, Svc, ReqBody>;
+    type Future = ResponseFuture<Svc, ReqBody, K, S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let shared = &*self.shared;
+        let shared = &self.shared;
         let head = RequestHead::of(&request);
         let grpc = head.is_grpc();
         let key = match shared.key.extract(&head) {
@@ -123,31 +162,34 @@ where
             Err(error) => return ResponseFuture::answered(key_error_response(&error, grpc)),
         };
         let cost = shared.weigher.weigh(&head);
-        let mut decision = shared.store.decide(&key, cost, &shared.answer.policy);
+        let mut decision = shared.store.decide(&key, cost, &shared.policy);
         // An in-process store has decided already: act now, with no clone of the service.
         let noop = &mut Context::from_waker(Waker::noop());
-        let response = match Pin::new(&mut decision).poll(noop) {
-            Poll::Ready(Ok(decision)) if decision.is_allowed() => {
-                let future = self.inner.call(request);
-                return ResponseFuture::forwarding(future, decision, Arc::clone(&shared.answer));
-            }
-            Poll::Ready(Ok(decision)) => shared.answer.rejection(&decision, cost, grpc),
-            Poll::Ready(Err(error)) => store_error_response(&error, grpc),
+        let decided = match Pin::new(&mut decision).poll(noop) {
+            Poll::Ready(decided) => decided,
             Poll::Pending => {
                 let fresh = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, fresh);
-                let answer = Arc::clone(&shared.answer);
-                return ResponseFuture::deciding(decision, ready, request, cost, grpc, answer);
+                let shared = Arc::clone(shared);
+                return ResponseFuture::deciding(decision, ready, request, key, cost, grpc, shared);
             }
         };
-        // Refused: the ready inner service is dropped unused, releasing what it reserved.
-        let fresh = self.inner.clone();
-        drop(std::mem::replace(&mut self.inner, fresh));
-        ResponseFuture::answered(response)
+        match shared.verdict(decided, &key, cost, grpc) {
+            Verdict::Forward(decision) => {
+                let future = self.inner.call(request);
+                ResponseFuture::forwarding(future, decision, Arc::clone(shared))
+            }
+            Verdict::Answer(response) => {
+                // The ready inner service is dropped unused, releasing what it reserved.
+                let fresh = self.inner.clone();
+                drop(std::mem::replace(&mut self.inner, fresh));
+                ResponseFuture::answered(response)
+            }
+        }
     }
 }
 
-impl<Svc: Clone, K, S> Clone for RateLimit<Svc, K, S> {
+impl<Svc: Clone, K: KeyExtractor, S> Clone for RateLimit<Svc, K, S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -156,11 +198,11 @@ impl<Svc: Clone, K, S> Clone for RateLimit<Svc, K, S> {
     }
 }
 
-impl<Svc: fmt::Debug, K, S> fmt::Debug for RateLimit<Svc, K, S> {
+impl<Svc: fmt::Debug, K: KeyExtractor, S> fmt::Debug for RateLimit<Svc, K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("policy", &self.shared.answer.policy)
+            .field("policy", &self.shared.policy)
             .finish_non_exhaustive()
     }
 }

@@ -122,7 +122,7 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
-    fn decide_now(&self, key: &K, cost: u64, policy: &Policy) -> Decision {
+    pub(crate) fn decide_now(&self, key: &K, cost: u64, policy: &Policy) -> Decision {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
         let slot = Slot {
