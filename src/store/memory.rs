@@ -276,3 +276,125 @@ where
         ready(Ok(self.decide_now(key, cost, policy)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::thread;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::{Algorithm, Quota};
+
+    fn policy(quota: Quota) -> Policy {
+        Policy::new("default", quota, Algorithm::TokenBucket).unwrap()
+    }
+
+    #[test]
+    fn concurrent_threads_on_one_key_admit_exactly_the_burst() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let policy = policy(Quota::per_hour(1).burst(100));
+        let threads = 8;
+        let barrier = Barrier::new(threads);
+        let admitted: usize = thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        (0..1000)
+                            .filter(|_| store.decide_now(&"hot", 1, &policy).is_allowed())
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 100);
+    }
+
+    #[test]
+    fn a_flood_of_fresh_keys_stays_within_the_cap() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone()).max_keys(10_000);
+        let policy = policy(Quota::per_hour(1));
+        // xorshift: 1,000,000 distinct-looking random keys.
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut admitted = 0;
+        for _ in 0..1_000_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            admitted += usize::from(store.decide_now(&x, 1, &policy).is_allowed());
+            assert!(store.len() <= 10_000);
+        }
+        // Every key admitted was remembered: the flood bought no extra quota.
+        assert_eq!(admitted, store.len());
+        assert_eq!(store.len(), 10_000);
+        // Once the buckets refill, a sweep frees the room and new keys pass again.
+        clock.advance(Duration::from_secs(3600));
+        assert!(store.decide_now(&1, 1, &policy).is_allowed());
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_new_key_at_the_cap_is_denied_with_a_retry() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone()).max_keys(2);
+        let policy = policy(Quota::per_hour(1));
+        assert!(store.decide_now(&1, 1, &policy).is_allowed());
+        assert!(store.decide_now(&2, 1, &policy).is_allowed());
+        let denied = store.decide_now(&3, 1, &policy);
+        assert_eq!(
+            denied.outcome,
+            Outcome::Denied {
+                retry_after: Some(Duration::from_secs(1))
+            }
+        );
+        // Known keys are unaffected by the cap.
+        assert!(!store.decide_now(&1, 1, &policy).is_allowed());
+    }
+
+    #[test]
+    fn sweeps_drop_only_full_buckets() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let quick = policy(Quota::per_second(1).burst(2));
+        let slow = policy(Quota::per_hour(1).burst(2));
+        for key in 0..FIRST_SWEEP_AT as u64 / 2 {
+            store.decide_now(&key, 1, &quick);
+            store.decide_now(&key, 1, &slow);
+        }
+        assert_eq!(store.len(), FIRST_SWEEP_AT);
+        clock.advance(Duration::from_secs(1));
+        // This insert reaches the sweep threshold: every `quick` bucket is full again.
+        store.decide_now(&u64::MAX, 1, &quick);
+        assert_eq!(store.len(), FIRST_SWEEP_AT / 2 + 1);
+        // The `slow` buckets kept their state: one unit left each, then denial.
+        assert_eq!(store.decide_now(&0, 1, &slow).remaining, 0);
+        assert!(!store.decide_now(&0, 1, &slow).is_allowed());
+        // A dropped `quick` bucket decides exactly as a full one.
+        assert_eq!(store.decide_now(&0, 1, &quick).remaining, 1);
+    }
+
+    #[test]
+    fn policies_keep_separate_state_for_one_key() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let one = policy(Quota::per_hour(1));
+        let two = policy(Quota::per_hour(2));
+        assert!(store.decide_now(&"k", 1, &one).is_allowed());
+        assert!(!store.decide_now(&"k", 1, &one).is_allowed());
+        assert!(store.decide_now(&"k", 1, &two).is_allowed());
+    }
+
+    #[test]
+    fn looking_and_denying_remember_nothing() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let policy = policy(Quota::per_second(1).burst(2));
+        assert_eq!(store.decide_now(&"k", 0, &policy).remaining, 2);
+        assert_eq!(
+            store.decide_now(&"k", 3, &policy).outcome,
+            Outcome::CostExceedsBurst
+        );
+        assert!(store.is_empty());
+    }
+}
