@@ -1,0 +1,202 @@
+//! An axum server behind the rate limiter: `GET /api/ping` costs 1, `POST /api/upload`
+//! costs 3.
+//!
+//! ```text
+//! cargo run --example ping_upload -- [--addr 127.0.0.1:3000]
+//!     [--limit N --period-secs S --burst B]
+//!     [--algorithm token-bucket|leaky-bucket|fixed-window|sliding-window]
+//!     [--key ip|global|header:NAME] [--max-delay-ms MS]
+//!     [--redis URL] [--redis-cluster URL,URL] [--on-redis-error open|closed|local]
+//! ```
+//!
+//! By default each client IP may send 1 request per second, in bursts of up to 5. Try it:
+//!
+//! ```text
+//! for i in 1 2 3 4 5 6; do curl -si http://127.0.0.1:3000/api/ping | head -1; done
+//! curl -si -X POST http://127.0.0.1:3000/api/upload
+//! ```
+//!
+//! Only the token bucket and the in-process store are available: the other algorithms,
+//! `--max-delay-ms` and the Redis flags exit with an error.
+
+use std::net::SocketAddr;
+
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
+use http::header::CONTENT_TYPE;
+use tower_ratelimit::key::{self, KeyError, KeyExtractor};
+use tower_ratelimit::store::MemoryStore;
+use tower_ratelimit::{weight, Algorithm, Quota, QuotaError, RateLimitLayer, RequestHead};
+
+#[derive(Parser)]
+#[command(name = "ping_upload", about = "A rate-limited axum demo server")]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Requests per period.
+    // Negative numbers are read as values, so the error names the flag they were given to.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    limit: u64,
+    /// The period, in seconds.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    period_secs: f64,
+    /// The most a client may spend at once.
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
+    burst: u64,
+    /// How quota is spent and refilled.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::TokenBucket)]
+    algorithm: AlgorithmArg,
+    /// Who requests are charged to: `ip`, `global` or `header:NAME`.
+    #[arg(long, default_value = "ip")]
+    key: KeyArg,
+    /// Queue requests for up to this long instead of rejecting them (leaky bucket).
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    max_delay_ms: Option<u64>,
+    /// Keep the state in the Redis server at this URL.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Keep the state in the Redis Cluster with these nodes.
+    #[arg(long, value_name = "URL,URL", value_delimiter = ',')]
+    redis_cluster: Vec<String>,
+    /// What to do when Redis fails: allow, reject with 503, or decide in-process.
+    #[arg(long, value_enum, default_value_t = OnRedisError::Local)]
+    on_redis_error: OnRedisError,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgorithmArg {
+    TokenBucket,
+    LeakyBucket,
+    FixedWindow,
+    SlidingWindow,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnRedisError {
+    Open,
+    Closed,
+    Local,
+}
+
+/// The key chosen with `--key`.
+#[derive(Clone)]
+enum KeyArg {
+    Ip,
+    Global,
+    Header(key::Header),
+}
+
+impl std::str::FromStr for KeyArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ip" => Ok(Self::Ip),
+            "global" => Ok(Self::Global),
+            _ => match s.strip_prefix("header:") {
+                Some(name) => http::HeaderName::from_bytes(name.as_bytes())
+                    .map(|_| Self::Header(key::Header::new(name)))
+                    .map_err(|_| format!("invalid header name {name:?}")),
+                None => Err("expected ip, global or header:NAME".into()),
+            },
+        }
+    }
+}
+
+/// Each extractor has its own key type; as bytes, one layer type serves all three.
+impl KeyExtractor for KeyArg {
+    type Key = Vec<u8>;
+
+    fn extract(&self, request: &RequestHead<'_>) -> Result<Vec<u8>, KeyError> {
+        Ok(match self {
+            Self::Ip => key::PeerIp.extract(request)?.to_string().into_bytes(),
+            Self::Global => Vec::new(),
+            Self::Header(header) => header.extract(request)?.as_bytes().to_vec(),
+        })
+    }
+}
+
+/// Exits with a usage error naming `flag`.
+fn fail(flag: &str, message: impl std::fmt::Display) -> ! {
+    Args::command()
+        .error(ErrorKind::ValueValidation, format!("{flag}: {message}"))
+        .exit()
+}
+
+/// Names the flag behind an invalid quota.
+fn quota_flag(error: QuotaError) -> &'static str {
+    match error {
+        QuotaError::ZeroBurst | QuotaError::TooLarge => "--burst",
+        QuotaError::ZeroPeriod | QuotaError::InvalidPeriod => "--period-secs",
+        _ => "--limit",
+    }
+}
+
+async fn ping() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        r#"{"message":"pong"}"#,
+    )
+}
+
+async fn upload() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        r#"{"message":"stored"}"#,
+    )
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    if args.redis.is_some() {
+        fail("--redis", "the Redis store is not built yet");
+    }
+    if !args.redis_cluster.is_empty() {
+        fail(
+            "--redis-cluster",
+            "the Redis Cluster store is not built yet",
+        );
+    }
+    if args.max_delay_ms.is_some() {
+        fail("--max-delay-ms", "the leaky-bucket shaper is not built yet");
+    }
+    let algorithm = match args.algorithm {
+        AlgorithmArg::TokenBucket => Algorithm::TokenBucket,
+        other => {
+            let name = other.to_possible_value().expect("no variant is skipped");
+            let message = format!("the {} algorithm is not built yet", name.get_name());
+            fail("--algorithm", message)
+        }
+    };
+
+    let limiter = Quota::per_secs_f64(args.limit, args.period_secs)
+        .and_then(|quota| {
+            RateLimitLayer::try_new(args.key, MemoryStore::new(), quota.burst(args.burst))
+        })
+        .unwrap_or_else(|error| fail(quota_flag(error), error))
+        .algorithm(algorithm)
+        .weight(weight::by_path([("/api/upload", 3)]).default(1));
+
+    let app = Router::new()
+        .route("/api/ping", get(ping))
+        .route("/api/upload", post(upload))
+        .layer(limiter);
+
+    let listener = match tokio::net::TcpListener::bind(args.addr).await {
+        Ok(listener) => listener,
+        Err(error) => fail("--addr", format!("cannot listen on {}: {error}", args.addr)),
+    };
+    println!("listening on http://{}", listener.local_addr()?);
+    std::io::Write::flush(&mut std::io::stdout())?;
+    // `key::PeerIp` reads the peer address that connect info puts in each request.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
