@@ -537,7 +537,10 @@ mod tests {
 
     #[test]
     fn peer_ip_reads_the_socket_address() {
-        assert_eq!(key(&PeerIp, &request("192.0.2.7", &[])), Ok(ip("192.0.2.7")));
+        assert_eq!(
+            key(&PeerIp, &request("192.0.2.7", &[])),
+            Ok(ip("192.0.2.7"))
+        );
         let missing = key(&PeerIp, &request("", &[])).unwrap_err();
         assert_eq!(missing.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
@@ -556,7 +559,10 @@ mod tests {
     #[test]
     fn ipv4_mapped_ipv6_is_keyed_as_ipv4() {
         let request = request("::ffff:192.0.2.7", &[]);
-        assert_eq!(key(&PeerIp, &request), Ok(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))));
+        assert_eq!(
+            key(&PeerIp, &request),
+            Ok(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)))
+        );
     }
 
     #[test]
@@ -599,7 +605,10 @@ mod tests {
         assert_eq!(key(&proxies(), &req), Ok(ip("198.51.100.7")));
         let across = request(
             "10.0.0.2",
-            &[("x-forwarded-for", "198.51.100.8"), ("x-forwarded-for", "10.0.0.1")],
+            &[
+                ("x-forwarded-for", "198.51.100.8"),
+                ("x-forwarded-for", "10.0.0.1"),
+            ],
         );
         assert_eq!(key(&proxies(), &across), Ok(ip("198.51.100.8")));
     }
@@ -610,7 +619,10 @@ mod tests {
             "10.0.0.2",
             &[("x-forwarded-for", "198.51.100.7, garbage, 10.0.0.1")],
         );
-        assert_eq!(key(&proxies(), &req).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            key(&proxies(), &req).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]
@@ -642,7 +654,13 @@ mod tests {
     #[test]
     fn forwarded_unknown_or_obfuscated_is_an_error() {
         let forwarded = proxies().header(Forwarding::Forwarded);
-        for value in ["for=unknown", "for=_hidden", "proto=https", r#"for="[::1"#, r#"for="a\"b""#] {
+        for value in [
+            "for=unknown",
+            "for=_hidden",
+            "proto=https",
+            r#"for="[::1"#,
+            r#"for="a\"b""#,
+        ] {
             let req = request("10.0.0.2", &[("forwarded", value)]);
             assert_eq!(
                 key(&forwarded, &req).unwrap_err().status(),
@@ -686,7 +704,10 @@ mod tests {
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
         let long = "k".repeat(257);
         let too_long = key(&api_key, &request("", &[("x-api-key", &long)])).unwrap_err();
-        assert_eq!(too_long.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            too_long.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
     }
 
     #[test]
