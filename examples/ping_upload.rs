@@ -7,6 +7,7 @@
 //!     [--algorithm token-bucket|leaky-bucket|fixed-window|sliding-window]
 //!     [--key ip|global|header:NAME] [--max-delay-ms MS]
 //!     [--redis URL] [--redis-cluster URL,URL] [--on-redis-error open|closed|local]
+//!     [--stats]
 //! ```
 //!
 //! By default each client IP may send 1 request per second, in bursts of up to 5. Try it:
@@ -20,6 +21,8 @@
 //! `--max-delay-ms` and the Redis flags exit with an error.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -29,7 +32,9 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use http::header::CONTENT_TYPE;
 use tower_ratelimit::key::{self, KeyError, KeyExtractor};
 use tower_ratelimit::store::MemoryStore;
-use tower_ratelimit::{weight, Algorithm, Quota, QuotaError, RateLimitLayer, RequestHead};
+use tower_ratelimit::{
+    weight, Algorithm, DecisionEvent, Quota, QuotaError, RateLimitLayer, RequestHead,
+};
 
 #[derive(Parser)]
 #[command(name = "ping_upload", about = "A rate-limited axum demo server")]
@@ -65,6 +70,44 @@ struct Args {
     /// What to do when Redis fails: allow, reject with 503, or decide in-process.
     #[arg(long, value_enum, default_value_t = OnRedisError::Local)]
     on_redis_error: OnRedisError,
+    /// Print a summary line of the decisions every second.
+    #[arg(long)]
+    stats: bool,
+}
+
+/// Decisions counted by outcome, for `--stats`.
+#[derive(Default)]
+struct Stats {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+impl Stats {
+    fn count(&self, event: &DecisionEvent<'_, Vec<u8>>) {
+        let counter = match event.decision {
+            Some(decision) if decision.is_allowed() => &self.allowed,
+            Some(_) => &self.denied,
+            None => &self.unavailable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prints and resets the counts once a second, forever.
+    async fn report(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let take = |counter: &AtomicU64| counter.swap(0, Ordering::Relaxed);
+            println!(
+                "stats: allowed={} denied={} unavailable={}",
+                take(&self.allowed),
+                take(&self.denied),
+                take(&self.unavailable)
+            );
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -181,6 +224,13 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|error| fail(quota_flag(error), error))
         .algorithm(algorithm)
         .weight(weight::by_path([("/api/upload", 3)]).default(1));
+    let limiter = if args.stats {
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(Arc::clone(&stats).report());
+        limiter.on_decision(move |event| stats.count(event))
+    } else {
+        limiter
+    };
 
     let app = Router::new()
         .route("/api/ping", get(ping))

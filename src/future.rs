@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use crate::body::ResponseBody;
 use crate::key::KeyExtractor;
-use crate::service::{Shared, Verdict};
+use crate::service::{Charge, Shared, Verdict};
 use crate::store::Store;
 use crate::Decision;
 
@@ -39,9 +39,7 @@ pin_project! {
         Deciding {
             decision: D,
             ready: Option<(Svc, Request<ReqBody>)>,
-            key: Key,
-            cost: u64,
-            grpc: bool,
+            charge: Charge<Key>,
         },
         // The request passed; its decision goes into the response headers.
         Forwarding {
@@ -66,18 +64,14 @@ where
         decision: S::Future,
         ready: Svc,
         request: Request<ReqBody>,
-        key: K::Key,
-        cost: u64,
-        grpc: bool,
+        charge: Charge<K::Key>,
         shared: Arc<Shared<K, S>>,
     ) -> Self {
         Self {
             state: State::Deciding {
                 decision,
                 ready: Some((ready, request)),
-                key,
-                cost,
-                grpc,
+                charge,
             },
             shared: Some(shared),
         }
@@ -119,16 +113,14 @@ where
                 StateProj::Deciding {
                     decision,
                     ready,
-                    key,
-                    cost,
-                    grpc,
+                    charge,
                 } => {
                     let decided = ready!(Pin::new(decision).poll(cx));
                     let shared = this.shared.as_ref().expect("set while deciding");
                     let (mut inner, request) = ready
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    match shared.verdict(decided, key, *cost, *grpc) {
+                    match shared.verdict(decided, charge) {
                         Verdict::Forward(decision) => State::Forwarding {
                             future: inner.call(request),
                             decision,

@@ -9,6 +9,7 @@ use tower_layer::Layer;
 
 use crate::headers::{HeaderWriter, RateLimitHeaders};
 use crate::key::KeyExtractor;
+use crate::observe::{DecisionEvent, OnDecision};
 use crate::reject::Rejection;
 use crate::service::{RateLimit, Shared};
 use crate::store::{MemoryStore, Store};
@@ -59,6 +60,7 @@ pub struct RateLimitLayer<K: KeyExtractor, S> {
     /// The in-process store deciding while `store` fails, shared by every service
     /// this layer makes, and the policy it enforces.
     fallback: (MemoryStore<K::Key>, Policy),
+    on_decision: Option<OnDecision<K::Key>>,
 }
 
 impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
@@ -84,6 +86,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
             headers: RateLimitHeaders::default(),
             on_rejection: None,
             on_store_error: FailurePolicy::default(),
+            on_decision: None,
         })
     }
 
@@ -126,6 +129,32 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     pub fn fallback_quota(mut self, quota: Quota) -> Self {
         let policy = Policy::new(self.policy.name(), quota, self.policy.algorithm());
         self.fallback.1 = policy.unwrap_or_else(|e| panic!("invalid quota: {e}"));
+        self
+    }
+
+    /// Calls `f` with every decision: key, cost, decision, who decided and how long it
+    /// took. Use it to feed metrics or traces; it runs on the request path, so keep it
+    /// quick.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use tower_ratelimit::{key, store::MemoryStore, Quota, RateLimitLayer};
+    ///
+    /// let denied = Arc::new(AtomicU64::new(0));
+    /// let counter = Arc::clone(&denied);
+    /// let layer = RateLimitLayer::new(key::PeerIp, MemoryStore::new(), Quota::per_second(5))
+    ///     .on_decision(move |event| {
+    ///         if event.decision.is_some_and(|d| !d.is_allowed()) {
+    ///             counter.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     });
+    /// ```
+    pub fn on_decision<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&DecisionEvent<'_, K::Key>) + Send + Sync + 'static,
+    {
+        self.on_decision = Some(Arc::new(f));
         self
     }
 
@@ -179,6 +208,9 @@ where
                 on_rejection: self.on_rejection.clone(),
                 on_store_error: self.on_store_error,
                 fallback: self.fallback.clone(),
+                on_decision: self.on_decision.clone(),
+                #[cfg(feature = "metrics")]
+                metrics: std::sync::OnceLock::new(),
             }),
         )
     }

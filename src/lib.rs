@@ -41,6 +41,11 @@
 //!
 //! * `axum` (default): [`key::PeerIp`] reads axum's `ConnectInfo`, and
 //!   [`weight::by_route`] reads axum's matched route.
+//! * `metrics`: every decision is recorded with the [`metrics`](https://docs.rs/metrics)
+//!   facade: counters `ratelimit_decisions_total{policy, outcome}` (outcome `allowed`,
+//!   `denied`, `too_costly`, `unavailable`) and `ratelimit_fallback_total{policy}`, and the
+//!   histogram `ratelimit_decision_seconds{policy, source}`. The handles are registered
+//!   on a layer's first decision, so install the recorder before serving.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
@@ -53,6 +58,7 @@ mod future;
 pub mod headers;
 pub mod key;
 mod layer;
+mod observe;
 mod policy;
 mod quota;
 mod reject;
@@ -69,6 +75,7 @@ pub use failure::FailurePolicy;
 pub use future::ResponseFuture;
 pub use headers::RateLimitHeaders;
 pub use layer::RateLimitLayer;
+pub use observe::{DecisionEvent, DecisionSource};
 pub use policy::Policy;
 pub use quota::{Quota, QuotaError};
 pub use reject::Rejection;

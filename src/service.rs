@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -15,6 +15,7 @@ use crate::future::ResponseFuture;
 use crate::headers::HeaderWriter;
 use crate::key::{KeyError, KeyExtractor};
 use crate::layer::OnRejection;
+use crate::observe::{DecisionEvent, DecisionSource, OnDecision};
 use crate::reject::{error_response, Rejection};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::throttle::Throttle;
@@ -44,6 +45,18 @@ pub(crate) struct Shared<K: KeyExtractor, S> {
     pub(crate) on_rejection: Option<OnRejection>,
     pub(crate) on_store_error: FailurePolicy,
     pub(crate) fallback: (MemoryStore<K::Key>, Policy),
+    pub(crate) on_decision: Option<OnDecision<K::Key>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: std::sync::OnceLock<crate::observe::Metrics>,
+}
+
+/// What a request is charged, and what its answer depends on.
+pub(crate) struct Charge<Key> {
+    pub(crate) key: Key,
+    pub(crate) cost: u64,
+    pub(crate) grpc: bool,
+    /// When the request arrived, if anyone reads the decision latency.
+    pub(crate) started: Option<Instant>,
 }
 
 /// What to do with a request once its decision is known.
@@ -58,37 +71,69 @@ static STORE_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
 static KEY_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
 
 impl<K: KeyExtractor, S> Shared<K, S> {
+    /// When to start the clock for a decision: only if someone reads the latency.
+    pub(crate) fn start_timer(&self) -> Option<Instant> {
+        (self.on_decision.is_some() || cfg!(feature = "metrics")).then(Instant::now)
+    }
+
     /// Turns the store's answer into what happens to the request.
     pub(crate) fn verdict(
         &self,
         decided: Result<Decision, StoreError>,
-        key: &K::Key,
-        cost: u64,
-        grpc: bool,
+        charge: &Charge<K::Key>,
     ) -> Verdict {
-        let decision = match decided {
-            Ok(decision) => decision,
+        let Charge {
+            ref key,
+            cost,
+            grpc,
+            started,
+        } = *charge;
+        let (decision, source) = match decided {
+            Ok(decision) => (Some(decision), DecisionSource::Store),
             Err(error) => {
                 if let Some(suppressed) = STORE_ERRORS.allow() {
                     tracing::warn!(suppressed, policy = ?self.on_store_error, "{error}");
                 }
                 match self.on_store_error {
-                    FailurePolicy::Open => return Verdict::Forward(None),
-                    FailurePolicy::Closed => {
-                        return Verdict::Answer(error_response(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "the rate-limit store is unavailable",
-                            grpc,
-                        ))
-                    }
                     FailurePolicy::FallbackLocal => {
                         let (store, policy) = &self.fallback;
-                        store.decide_now(key, cost, policy)
+                        let decision = store.decide_now(key, cost, policy);
+                        (Some(decision), DecisionSource::Fallback)
+                    }
+                    FailurePolicy::Open | FailurePolicy::Closed => {
+                        (None, DecisionSource::Unavailable)
                     }
                 }
             }
         };
-        tracing::trace!(cost, outcome = ?decision.outcome, remaining = decision.remaining, "rate-limit decision");
+        tracing::trace!(cost, ?source, ?decision, "rate-limit decision");
+        if let Some(started) = started {
+            let event = DecisionEvent {
+                key,
+                cost,
+                policy: &self.policy,
+                decision: decision.as_ref(),
+                source,
+                latency: started.elapsed(),
+            };
+            #[cfg(feature = "metrics")]
+            self.metrics
+                .get_or_init(|| crate::observe::Metrics::new(&self.policy))
+                .record(&event);
+            if let Some(on_decision) = &self.on_decision {
+                on_decision(&event);
+            }
+        }
+        let Some(decision) = decision else {
+            return match self.on_store_error {
+                FailurePolicy::Open => Verdict::Forward(None),
+                _ => Verdict::Answer(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the rate-limit store is unavailable",
+                    grpc,
+                )),
+            };
+        };
         if decision.is_allowed() {
             return Verdict::Forward(Some(decision));
         }
@@ -161,8 +206,15 @@ where
             Ok(key) => key,
             Err(error) => return ResponseFuture::answered(key_error_response(&error, grpc)),
         };
-        let cost = shared.weigher.weigh(&head);
-        let mut decision = shared.store.decide(&key, cost, &shared.policy);
+        let charge = Charge {
+            key,
+            cost: shared.weigher.weigh(&head),
+            grpc,
+            started: shared.start_timer(),
+        };
+        let mut decision = shared
+            .store
+            .decide(&charge.key, charge.cost, &shared.policy);
         // An in-process store has decided already: act now, with no clone of the service.
         let noop = &mut Context::from_waker(Waker::noop());
         let decided = match Pin::new(&mut decision).poll(noop) {
@@ -171,10 +223,10 @@ where
                 let fresh = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, fresh);
                 let shared = Arc::clone(shared);
-                return ResponseFuture::deciding(decision, ready, request, key, cost, grpc, shared);
+                return ResponseFuture::deciding(decision, ready, request, charge, shared);
             }
         };
-        match shared.verdict(decided, &key, cost, grpc) {
+        match shared.verdict(decided, &charge) {
             Verdict::Forward(decision) => {
                 let future = self.inner.call(request);
                 ResponseFuture::forwarding(future, decision, Arc::clone(shared))

@@ -20,7 +20,8 @@ use tower_ratelimit::clock::ManualClock;
 use tower_ratelimit::key::{self, ClientIp};
 use tower_ratelimit::store::{MemoryStore, Store, StoreError};
 use tower_ratelimit::{
-    weight, Decision, FailurePolicy, Policy, Quota, RateLimitHeaders, RateLimitLayer,
+    weight, Decision, DecisionEvent, DecisionSource, FailurePolicy, Policy, Quota,
+    RateLimitHeaders, RateLimitLayer,
 };
 
 const CLIENT: &str = "192.0.2.10:5000";
@@ -402,4 +403,45 @@ async fn many_tasks_on_one_key_admit_exactly_the_burst() {
     }
     assert_eq!(admitted, 50);
     assert_eq!(calls.load(Ordering::SeqCst), 50);
+}
+
+#[tokio::test]
+async fn the_decision_hook_sees_every_decision() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    type Seen = Arc<std::sync::Mutex<Vec<(String, &'static str, DecisionSource)>>>;
+    let log = |seen: &Seen| {
+        let seen = Arc::clone(seen);
+        move |event: &DecisionEvent<'_, ()>| {
+            assert!(event.latency < Duration::from_secs(5));
+            seen.lock().unwrap().push((
+                event.policy.name().to_owned(),
+                event.outcome_label(),
+                event.source,
+            ));
+        }
+    };
+    let store = MemoryStore::with_clock(ManualClock::new());
+    let layer = RateLimitLayer::new(key::Global, store, Quota::per_hour(1)).on_decision(log(&seen));
+    let service = tower::Layer::layer(&layer, counting_service(&Arc::new(AtomicUsize::new(0))));
+    for _ in 0..2 {
+        service
+            .clone()
+            .oneshot(request("GET", "/", CLIENT))
+            .await
+            .unwrap();
+    }
+    let failing =
+        RateLimitLayer::new(key::Global, FailingStore, Quota::per_hour(1)).on_decision(log(&seen));
+    let service = tower::Layer::layer(&failing, counting_service(&Arc::new(AtomicUsize::new(0))));
+    service.oneshot(request("GET", "/", CLIENT)).await.unwrap();
+    let seen = seen.lock().unwrap();
+    let default = || "default".to_owned();
+    assert_eq!(
+        *seen,
+        [
+            (default(), "allowed", DecisionSource::Store),
+            (default(), "denied", DecisionSource::Store),
+            (default(), "allowed", DecisionSource::Fallback),
+        ]
+    );
 }

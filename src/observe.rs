@@ -1,0 +1,110 @@
+//! Seeing what the limiter decides: [`DecisionEvent`]s for a decision hook, and (feature
+//! `metrics`) the standard counters and a latency histogram.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Decision, Outcome, Policy};
+
+/// A hook called once per decided request; see
+/// [`RateLimitLayer::on_decision`](crate::RateLimitLayer::on_decision).
+pub(crate) type OnDecision<Key> = Arc<dyn Fn(&DecisionEvent<'_, Key>) + Send + Sync>;
+
+/// One decision, as a decision hook sees it. Feed it to `metrics`, OpenTelemetry or logs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DecisionEvent<'a, Key> {
+    /// The key the request was charged to.
+    pub key: &'a Key,
+    /// What the request cost.
+    pub cost: u64,
+    /// The policy it was decided under.
+    pub policy: &'a Policy,
+    /// The decision, or `None` when the store failed and no decision was made (the request
+    /// was let through or answered `503`, per the [`FailurePolicy`](crate::FailurePolicy)).
+    pub decision: Option<&'a Decision>,
+    /// Who decided.
+    pub source: DecisionSource,
+    /// Time from the request's arrival at the layer to the decision.
+    pub latency: Duration,
+}
+
+/// Who decided a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionSource {
+    /// The layer's store.
+    Store,
+    /// The in-process fallback, because the store failed.
+    Fallback,
+    /// Nobody: the store failed and the failure policy let the request through or refused it.
+    Unavailable,
+}
+
+impl<Key> DecisionEvent<'_, Key> {
+    /// `allowed`, `denied`, `too_costly` or `unavailable`: a label for counters.
+    pub fn outcome_label(&self) -> &'static str {
+        match self.decision.map(|decision| decision.outcome) {
+            Some(Outcome::Allowed) => "allowed",
+            Some(Outcome::Denied { .. }) => "denied",
+            Some(Outcome::CostExceedsBurst) => "too_costly",
+            None => "unavailable",
+        }
+    }
+}
+
+/// The `metrics` handles of one layer, registered with the recorder on first use:
+/// `ratelimit_decisions_total{policy, outcome}`, `ratelimit_fallback_total{policy}` and
+/// the histogram `ratelimit_decision_seconds{policy, source}`.
+#[cfg(feature = "metrics")]
+pub(crate) struct Metrics {
+    /// By outcome: allowed, denied, too_costly, unavailable.
+    decisions: [metrics::Counter; 4],
+    fallbacks: metrics::Counter,
+    /// By source: store, fallback, unavailable.
+    latency: [metrics::Histogram; 3],
+}
+
+#[cfg(feature = "metrics")]
+impl Metrics {
+    pub(crate) fn new(policy: &Policy) -> Self {
+        let policy = policy.name().to_owned();
+        let decisions = ["allowed", "denied", "too_costly", "unavailable"].map(|outcome| {
+            metrics::counter!(
+                "ratelimit_decisions_total",
+                "policy" => policy.clone(),
+                "outcome" => outcome
+            )
+        });
+        let latency = ["store", "fallback", "unavailable"].map(|source| {
+            metrics::histogram!(
+                "ratelimit_decision_seconds",
+                "policy" => policy.clone(),
+                "source" => source
+            )
+        });
+        Self {
+            decisions,
+            fallbacks: metrics::counter!("ratelimit_fallback_total", "policy" => policy),
+            latency,
+        }
+    }
+
+    pub(crate) fn record<Key>(&self, event: &DecisionEvent<'_, Key>) {
+        let outcome = match event.decision.map(|decision| decision.outcome) {
+            Some(Outcome::Allowed) => 0,
+            Some(Outcome::Denied { .. }) => 1,
+            Some(Outcome::CostExceedsBurst) => 2,
+            None => 3,
+        };
+        self.decisions[outcome].increment(1);
+        let source = match event.source {
+            DecisionSource::Store => 0,
+            DecisionSource::Fallback => {
+                self.fallbacks.increment(1);
+                1
+            }
+            DecisionSource::Unavailable => 2,
+        };
+        self.latency[source].record(event.latency.as_secs_f64());
+    }
+}
