@@ -8,6 +8,24 @@
 //! | [`Global`] | one key for everyone | protecting a backend as a whole |
 //! | a closure `Fn(&RequestHead) -> Result<T, KeyError>` | anything | everything else |
 //!
+//! # Behind a proxy
+//!
+//! Behind a load balancer or reverse proxy every TCP peer is the proxy, so [`PeerIp`] would
+//! put all clients in one bucket. Pick the key by who writes what:
+//!
+//! 1. List the proxies you run (their addresses or networks) in [`ClientIp::new`].
+//! 2. Read the header **your** outermost proxy sets: `X-Forwarded-For` (the default) or
+//!    RFC 7239 `Forwarded` ([`Forwarding::Forwarded`]). A header your proxy does not
+//!    overwrite or append to is written by the client alone.
+//! 3. Nothing else: [`ClientIp`] walks from the right, past your proxies, to the first
+//!    address they did not add themselves. Taking the leftmost entry instead (as many
+//!    snippets do) lets any client rotate it to escape its limit, or write a victim's
+//!    address to get the victim limited.
+//!
+//! If the proxy authenticates users, a verified user id or API key ([`Header`]) is a better
+//! key than any address: NAT puts many users behind one IPv4 address, and one IPv6 host
+//! owns a whole /64 (key by prefix with [`PeerIp::ipv6_prefix`]).
+//!
 //! A request without a key is never counted in some shared bucket by accident: the
 //! extractor returns a [`KeyError`] and the layer answers with its status (500 for a
 //! missing peer address, which is a server configuration error; 400 for a missing header,
