@@ -25,6 +25,12 @@ pub struct Decision {
 pub enum Outcome {
     /// The request passes and its cost is charged.
     Allowed,
+    /// The request passes after waiting `wait` for its slot (the leaky-bucket shaper); its
+    /// cost is charged and the slot reserved now.
+    Delayed {
+        /// How long the request waits before it is forwarded.
+        wait: Duration,
+    },
     /// Not enough quota now. `retry_after` is when the same request would pass, or `None`
     /// when the quota never refills. Nothing was charged.
     Denied {
@@ -37,8 +43,8 @@ pub enum Outcome {
 }
 
 impl Decision {
-    /// Whether the request passes.
+    /// Whether the request passes (at once or after a delay).
     pub fn is_allowed(&self) -> bool {
-        self.outcome == Outcome::Allowed
+        matches!(self.outcome, Outcome::Allowed | Outcome::Delayed { .. })
     }
 }

@@ -4,10 +4,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
@@ -40,6 +42,12 @@ pin_project! {
             decision: D,
             ready: Option<(Svc, Request<ReqBody>)>,
             charge: Charge<Key>,
+        },
+        // The request passed but waits for its slot (the leaky-bucket shaper).
+        Waiting {
+            sleep: Pin<Box<Sleep>>,
+            ready: Option<(Svc, Request<ReqBody>)>,
+            decision: Decision,
         },
         // The request passed; its decision goes into the response headers.
         Forwarding {
@@ -88,6 +96,23 @@ where
         }
     }
 
+    pub(crate) fn waiting(
+        wait: Duration,
+        ready: Svc,
+        request: Request<ReqBody>,
+        decision: Decision,
+        shared: Arc<Shared<K, S>>,
+    ) -> Self {
+        Self {
+            state: State::Waiting {
+                sleep: Box::pin(tokio::time::sleep(wait)),
+                ready: Some((ready, request)),
+                decision,
+            },
+            shared: Some(shared),
+        }
+    }
+
     pub(crate) fn answered(response: Response<Bytes>) -> Self {
         Self {
             state: State::Answered {
@@ -125,10 +150,29 @@ where
                             future: inner.call(request),
                             decision,
                         },
+                        Verdict::Wait(decision, wait) => State::Waiting {
+                            sleep: Box::pin(tokio::time::sleep(wait)),
+                            ready: Some((inner, request)),
+                            decision,
+                        },
                         // The ready inner service is dropped unused.
                         Verdict::Answer(response) => State::Answered {
                             response: Some(response),
                         },
+                    }
+                }
+                StateProj::Waiting {
+                    sleep,
+                    ready,
+                    decision,
+                } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    let (mut inner, request) = ready
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    State::Forwarding {
+                        future: inner.call(request),
+                        decision: Some(*decision),
                     }
                 }
                 StateProj::Forwarding { future, decision } => {

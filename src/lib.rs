@@ -43,7 +43,7 @@
 //!   [`weight::by_route`] reads axum's matched route.
 //! * `metrics`: every decision is recorded with the [`metrics`](https://docs.rs/metrics)
 //!   facade: counters `ratelimit_decisions_total{policy, outcome}` (outcome `allowed`,
-//!   `denied`, `too_costly`, `unavailable`) and `ratelimit_fallback_total{policy}`, and the
+//!   `delayed`, `denied`, `too_costly`, `unavailable`) and `ratelimit_fallback_total{policy}`, and the
 //!   histogram `ratelimit_decision_seconds{policy, source}`. The handles are registered
 //!   on a layer's first decision, so install the recorder before serving.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -40,15 +40,23 @@ pub enum DecisionSource {
     Unavailable,
 }
 
+/// The outcome labels, in the order of [`outcome_index`].
+const OUTCOMES: [&str; 5] = ["allowed", "delayed", "denied", "too_costly", "unavailable"];
+
+fn outcome_index(decision: Option<&Decision>) -> usize {
+    match decision.map(|decision| decision.outcome) {
+        Some(Outcome::Allowed) => 0,
+        Some(Outcome::Delayed { .. }) => 1,
+        Some(Outcome::Denied { .. }) => 2,
+        Some(Outcome::CostExceedsBurst) => 3,
+        None => 4,
+    }
+}
+
 impl<Key> DecisionEvent<'_, Key> {
-    /// `allowed`, `denied`, `too_costly` or `unavailable`: a label for counters.
+    /// `allowed`, `delayed`, `denied`, `too_costly` or `unavailable`: a label for counters.
     pub fn outcome_label(&self) -> &'static str {
-        match self.decision.map(|decision| decision.outcome) {
-            Some(Outcome::Allowed) => "allowed",
-            Some(Outcome::Denied { .. }) => "denied",
-            Some(Outcome::CostExceedsBurst) => "too_costly",
-            None => "unavailable",
-        }
+        OUTCOMES[outcome_index(self.decision)]
     }
 }
 
@@ -57,8 +65,8 @@ impl<Key> DecisionEvent<'_, Key> {
 /// the histogram `ratelimit_decision_seconds{policy, source}`.
 #[cfg(feature = "metrics")]
 pub(crate) struct Metrics {
-    /// By outcome: allowed, denied, too_costly, unavailable.
-    decisions: [metrics::Counter; 4],
+    /// By outcome, in the order of [`OUTCOMES`].
+    decisions: [metrics::Counter; 5],
     fallbacks: metrics::Counter,
     /// By source: store, fallback, unavailable.
     latency: [metrics::Histogram; 3],
@@ -68,7 +76,7 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn new(policy: &Policy) -> Self {
         let policy = policy.name().to_owned();
-        let decisions = ["allowed", "denied", "too_costly", "unavailable"].map(|outcome| {
+        let decisions = OUTCOMES.map(|outcome| {
             metrics::counter!(
                 "ratelimit_decisions_total",
                 "policy" => policy.clone(),
@@ -90,13 +98,7 @@ impl Metrics {
     }
 
     pub(crate) fn record<Key>(&self, event: &DecisionEvent<'_, Key>) {
-        let outcome = match event.decision.map(|decision| decision.outcome) {
-            Some(Outcome::Allowed) => 0,
-            Some(Outcome::Denied { .. }) => 1,
-            Some(Outcome::CostExceedsBurst) => 2,
-            None => 3,
-        };
-        self.decisions[outcome].increment(1);
+        self.decisions[outcome_index(event.decision)].increment(1);
         let source = match event.source {
             DecisionSource::Store => 0,
             DecisionSource::Fallback => {

@@ -24,6 +24,7 @@ impl Policy {
     /// is replaced by `_` so headers stay well-formed.
     pub fn new(name: &str, quota: Quota, algorithm: Algorithm) -> Result<Self, QuotaError> {
         quota.validate()?;
+        algorithm.validate(&quota)?;
         let name: String = name
             .chars()
             .map(|c| {
@@ -67,7 +68,7 @@ impl Policy {
 /// unlike `Hash`, so app servers sharing one store agree on it.
 fn fingerprint(quota: &Quota, algorithm: Algorithm) -> u64 {
     let period = quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64);
-    [quota.limit(), period, quota.burst_size(), algorithm as u64]
+    [quota.limit(), period, quota.burst_size(), algorithm.id()]
         .iter()
         .flat_map(|n| n.to_le_bytes())
         .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {

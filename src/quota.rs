@@ -178,8 +178,12 @@ pub enum QuotaError {
     InvalidPeriod,
     /// More than one request per nanosecond.
     RateTooHigh,
-    /// `burst · period / limit` is longer than 100 years.
+    /// `burst · period / limit` is longer than 100 years, or the burst is too large for
+    /// the algorithm's state (fixed window: `burst < period in ns`; sliding window:
+    /// `(burst + 1)² ≤ 4 · period in ns`, e.g. up to 63 245 per second).
     TooLarge,
+    /// The algorithm needs a refill period, and a [fixed](Quota::fixed) quota has none.
+    NeedsPeriod,
 }
 
 impl fmt::Display for QuotaError {
@@ -190,7 +194,8 @@ impl fmt::Display for QuotaError {
             Self::ZeroPeriod => "quota period must be longer than zero",
             Self::InvalidPeriod => "quota period must be a finite, non-negative number of seconds",
             Self::RateTooHigh => "quota rate must be at most one request per nanosecond",
-            Self::TooLarge => "quota burst takes longer than 100 years to refill",
+            Self::TooLarge => "quota burst is too large for its period",
+            Self::NeedsPeriod => "this algorithm needs a quota with a refill period",
         })
     }
 }

@@ -61,7 +61,7 @@ impl Rejection<'_> {
                 );
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Outcome::Denied { retry_after: None } | Outcome::Allowed => {
+            Outcome::Denied { retry_after: None } | Outcome::Allowed | Outcome::Delayed { .. } => {
                 let _ = write!(
                     detail,
                     "quota of policy \"{policy}\" is spent and does not refill"

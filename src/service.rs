@@ -20,7 +20,7 @@ use crate::reject::{error_response, Rejection};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::throttle::Throttle;
 use crate::weight::Weigher;
-use crate::{body::ResponseBody, Decision, FailurePolicy, Policy, RequestHead};
+use crate::{body::ResponseBody, Decision, FailurePolicy, Outcome, Policy, RequestHead};
 
 /// Middleware that rate-limits requests to the inner service. Made by
 /// [`RateLimitLayer`](crate::RateLimitLayer).
@@ -63,6 +63,8 @@ pub(crate) struct Charge<Key> {
 pub(crate) enum Verdict {
     /// Forward it; put the decision (if any) in the response headers.
     Forward(Option<Decision>),
+    /// Forward it once its slot comes, after this wait (the leaky-bucket shaper).
+    Wait(Decision, Duration),
     /// Answer it with this response.
     Answer(Response<Bytes>),
 }
@@ -134,8 +136,10 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 )),
             };
         };
-        if decision.is_allowed() {
-            return Verdict::Forward(Some(decision));
+        match decision.outcome {
+            Outcome::Allowed => return Verdict::Forward(Some(decision)),
+            Outcome::Delayed { wait } => return Verdict::Wait(decision, wait),
+            Outcome::Denied { .. } | Outcome::CostExceedsBurst => {}
         }
         let rejection = Rejection {
             decision: &decision,
@@ -220,9 +224,8 @@ where
         let decided = match Pin::new(&mut decision).poll(noop) {
             Poll::Ready(decided) => decided,
             Poll::Pending => {
-                let fresh = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, fresh);
                 let shared = Arc::clone(shared);
+                let ready = self.take_ready();
                 return ResponseFuture::deciding(decision, ready, request, charge, shared);
             }
         };
@@ -231,13 +234,24 @@ where
                 let future = self.inner.call(request);
                 ResponseFuture::forwarding(future, decision, Arc::clone(shared))
             }
+            Verdict::Wait(decision, wait) => {
+                let (ready, shared) = (self.take_ready(), Arc::clone(&self.shared));
+                ResponseFuture::waiting(wait, ready, request, decision, shared)
+            }
             Verdict::Answer(response) => {
                 // The ready inner service is dropped unused, releasing what it reserved.
-                let fresh = self.inner.clone();
-                drop(std::mem::replace(&mut self.inner, fresh));
+                drop(self.take_ready());
                 ResponseFuture::answered(response)
             }
         }
+    }
+}
+
+impl<Svc: Clone, K: KeyExtractor, S> RateLimit<Svc, K, S> {
+    /// Clone-and-swap: takes the ready inner service, leaving a fresh clone in its place.
+    fn take_ready(&mut self) -> Svc {
+        let fresh = self.inner.clone();
+        std::mem::replace(&mut self.inner, fresh)
     }
 }
 

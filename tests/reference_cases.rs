@@ -28,17 +28,56 @@ fn run(case: &Case, algorithm: Algorithm) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn token_bucket_table() {
-    let cases = parse(include_str!("cases/token_bucket.txt"));
-    assert!(cases.len() >= 25, "{} cases", cases.len());
+/// Runs every case of `table` with the algorithm `algorithm_for` picks for it.
+fn check_table(table: &str, algorithm_for: impl Fn(&Case) -> Algorithm) {
+    let cases = parse(table);
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|case| {
-            run(case, Algorithm::TokenBucket)
+            run(case, algorithm_for(case))
                 .err()
                 .map(|e| format!("{}: {e}", case.name))
         })
         .collect();
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+const TOKEN_BUCKET: &str = include_str!("cases/token_bucket.txt");
+
+#[test]
+fn token_bucket_table() {
+    assert!(parse(TOKEN_BUCKET).len() >= 25);
+    check_table(TOKEN_BUCKET, |_| Algorithm::TokenBucket);
+}
+
+#[test]
+fn leaky_bucket_tables() {
+    // The meter admits exactly what the token bucket admits.
+    check_table(TOKEN_BUCKET, |_| Algorithm::LeakyBucket);
+    check_table(include_str!("cases/leaky_bucket.txt"), |_| {
+        Algorithm::LeakyBucket
+    });
+}
+
+#[test]
+fn shaper_table() {
+    check_table(include_str!("cases/shaper.txt"), |case| {
+        Algorithm::LeakyBucketShaper {
+            max_delay: case.max_delay.expect("shaper cases set max-delay"),
+        }
+    });
+}
+
+#[test]
+fn fixed_window_table() {
+    check_table(include_str!("cases/fixed_window.txt"), |_| {
+        Algorithm::FixedWindow
+    });
+}
+
+#[test]
+fn sliding_window_table() {
+    check_table(include_str!("cases/sliding_window.txt"), |_| {
+        Algorithm::SlidingWindow
+    });
 }

@@ -50,6 +50,51 @@ pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decisio
     (decision(Outcome::Allowed, slack / interval, reset), changed)
 }
 
+/// The shaper: like [`decide`], but a request that does not fit yet reserves the slot at
+/// which it will and waits for it, unless that wait exceeds `max_delay`.
+pub(super) fn shape(
+    state: u64,
+    now: u64,
+    cost: u64,
+    quota: &Quota,
+    max_delay: u64,
+) -> (Decision, Option<u64>) {
+    let (decision, changed) = decide(state, now, cost, quota);
+    let (
+        Outcome::Denied {
+            retry_after: Some(wait),
+        },
+        Some(interval),
+    ) = (decision.outcome, quota.interval_nanos())
+    else {
+        return (decision, changed);
+    };
+    let wait = wait.as_nanos() as u64;
+    if wait > max_delay {
+        // Retry once the queue has room for this request again.
+        let retry_after = Duration::from_nanos(wait - max_delay);
+        let outcome = Outcome::Denied {
+            retry_after: Some(retry_after),
+        };
+        let decision = Decision {
+            outcome,
+            reset: Some(retry_after),
+            ..decision
+        };
+        return (decision, None);
+    }
+    let tat = state.max(now) + cost * interval;
+    let decision = Decision {
+        outcome: Outcome::Delayed {
+            wait: Duration::from_nanos(wait),
+        },
+        remaining: 0,
+        reset: Some(Duration::from_nanos(wait + interval)),
+        ..decision
+    };
+    (decision, Some(tat))
+}
+
 pub(super) fn is_idle(state: u64, now: u64, quota: &Quota) -> bool {
     // A refilling bucket is full again once its TAT has passed; a fixed quota never is.
     quota.interval_nanos().is_some() && state <= now
@@ -81,6 +126,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::algorithm::testing::{admitted, arrivals};
 
     /// The classic token bucket with exact integer credit (in nanoseconds of refill):
     /// refill by elapsed time up to the tolerance, admit iff the credit covers the cost.
@@ -101,11 +147,6 @@ mod tests {
                 false
             }
         }
-    }
-
-    fn arrivals() -> impl Strategy<Value = Vec<(u64, u64)>> {
-        // (gap before the request in ns, cost), gaps clustered near the interval scale.
-        prop::collection::vec((0u64..3_000_000, 0u64..8), 1..200)
     }
 
     proptest! {
@@ -142,24 +183,51 @@ mod tests {
         ) {
             let quota = Quota::new(limit, Duration::from_millis(period_ms)).burst(burst);
             let interval = quota.interval_nanos().unwrap();
-            let (mut state, mut now) = (0, 0);
-            let mut admitted = Vec::new();
-            for (gap, cost) in arrivals {
-                now += gap;
-                let (decision, next) = decide(state, now, cost, &quota);
-                if decision.is_allowed() {
-                    admitted.push((now, cost));
-                }
-                if let Some(next) = next {
-                    state = next;
-                }
-            }
+            let admitted = admitted(&arrivals, |state, now, cost| decide(state, now, cost, &quota));
             // For every pair of admissions i ≤ j: Σ cost · T ≤ (t_j − t_i) + burst · T.
             for i in 0..admitted.len() {
                 let mut spent = 0u128;
                 for &(t_j, cost) in &admitted[i..] {
                     spent += u128::from(cost * interval);
                     let allowance = u128::from(t_j - admitted[i].0 + burst * interval);
+                    prop_assert!(spent <= allowance);
+                }
+            }
+        }
+
+        #[test]
+        fn the_shaper_releases_at_the_rate_and_waits_at_most_max_delay(
+            limit in 1u64..20,
+            period_ms in 1u64..20,
+            burst in 1u64..4,
+            max_delay in 0u64..10_000_000,
+            arrivals in arrivals(),
+        ) {
+            let quota = Quota::new(limit, Duration::from_millis(period_ms)).burst(burst);
+            let interval = quota.interval_nanos().unwrap();
+            let (mut state, mut now) = (0, 0);
+            let mut released = Vec::new();
+            for (gap, cost) in arrivals {
+                now += gap;
+                let (decision, next) = shape(state, now, cost, &quota, max_delay);
+                let wait = match decision.outcome {
+                    Outcome::Allowed => 0,
+                    Outcome::Delayed { wait } => wait.as_nanos() as u64,
+                    _ => continue,
+                };
+                prop_assert!(wait <= max_delay);
+                released.push((now + wait, cost));
+                if let Some(next) = next {
+                    state = next;
+                }
+            }
+            // Requests leave in order, and never faster than burst + rate · t.
+            prop_assert!(released.windows(2).all(|w| w[0].0 <= w[1].0));
+            for i in 0..released.len() {
+                let mut spent = 0u128;
+                for &(t_j, cost) in &released[i..] {
+                    spent += u128::from(cost * interval);
+                    let allowance = u128::from(t_j - released[i].0 + burst * interval);
                     prop_assert!(spent <= allowance);
                 }
             }

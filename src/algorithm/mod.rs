@@ -2,20 +2,52 @@
 //! state)`. Stores own the state and the atomicity; algorithms own the arithmetic.
 //!
 //! State is one `u64` per key and time is integer nanoseconds, so a store can keep it in a
-//! single atomic word and the same arithmetic runs unchanged everywhere.
+//! single atomic word and the same arithmetic runs unchanged everywhere. The state word
+//! [`EMPTY`] (0) is a key never seen.
 
+mod fixed_window;
 mod gcra;
+mod sliding_window;
 
-use crate::{Decision, Quota};
+use std::time::Duration;
+
+use crate::{Decision, Quota, QuotaError};
 
 /// How quota is spent and refilled.
+///
+/// | algorithm | bursts | smoothness | state per key | at window edges |
+/// |---|---|---|---|---|
+/// | [`TokenBucket`](Self::TokenBucket) | up to `burst` | smooth refill | one timestamp | no edges |
+/// | [`LeakyBucket`](Self::LeakyBucket) | up to the capacity (`burst`) | leaks at the rate | one timestamp | no edges |
+/// | [`LeakyBucketShaper`](Self::LeakyBucketShaper) | delayed, not rejected | constant output rate | one timestamp | no edges |
+/// | [`FixedWindow`](Self::FixedWindow) | a full window at once | resets each period | window + count | up to `2·burst` across an edge |
+/// | [`SlidingWindow`](Self::SlidingWindow) | up to `burst` per period | weighted estimate | window + two counts | approximate (Cloudflare's estimate) |
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Algorithm {
-    /// Token bucket in its GCRA form: one timestamp per key, smooth refill, bursts up to
-    /// `burst`.
+    /// Token bucket in its GCRA form: one unit comes back every `period / limit`, at most
+    /// `burst` are held, a request of cost `c` passes iff `c` units are there.
     #[default]
     TokenBucket,
+    /// Leaky bucket as a meter: the bucket (capacity `burst`) drains one unit every
+    /// `period / limit`; a request passes iff `level + cost ≤ capacity`. It admits exactly
+    /// what the token bucket admits; `remaining` is the room left above the level.
+    LeakyBucket,
+    /// Leaky bucket as a shaper: a request that would overflow the bucket is not rejected
+    /// but waits for its slot, so requests leave at the constant rate. Only a request
+    /// whose wait would exceed `max_delay` (the queue is full) is rejected. Slots are
+    /// reserved when the request is decided: a waiting request that is cancelled keeps its
+    /// slot, so the output never exceeds the rate.
+    LeakyBucketShaper {
+        /// The longest a request may wait for its slot.
+        max_delay: Duration,
+    },
+    /// Fixed window: at most `burst` units in each window `[k·period, (k+1)·period)`.
+    /// Simple and cheap, but a client can spend `2·burst` across a window edge.
+    FixedWindow,
+    /// Sliding window: Cloudflare's two-counter estimate
+    /// `previous · (1 − elapsed/period) + current` must stay within `burst`.
+    SlidingWindow,
 }
 
 /// A state word that carries no information: a key that has never been seen.
@@ -32,7 +64,12 @@ impl Algorithm {
         quota: &Quota,
     ) -> (Decision, Option<u64>) {
         match self {
-            Self::TokenBucket => gcra::decide(state, now, cost, quota),
+            Self::TokenBucket | Self::LeakyBucket => gcra::decide(state, now, cost, quota),
+            Self::LeakyBucketShaper { max_delay } => {
+                gcra::shape(state, now, cost, quota, max_delay.as_nanos() as u64)
+            }
+            Self::FixedWindow => fixed_window::decide(state, now, cost, quota),
+            Self::SlidingWindow => sliding_window::decide(state, now, cost, quota),
         }
     }
 
@@ -40,7 +77,71 @@ impl Algorithm {
     /// without changing any later decision.
     pub(crate) fn is_idle(self, state: u64, now: u64, quota: &Quota) -> bool {
         match self {
-            Self::TokenBucket => gcra::is_idle(state, now, quota),
+            Self::TokenBucket | Self::LeakyBucket | Self::LeakyBucketShaper { .. } => {
+                gcra::is_idle(state, now, quota)
+            }
+            Self::FixedWindow => fixed_window::is_idle(state, now, quota),
+            Self::SlidingWindow => sliding_window::is_idle(state, now, quota),
         }
+    }
+
+    /// Checks that this algorithm can enforce `quota` (which is already valid).
+    pub(crate) fn validate(self, quota: &Quota) -> Result<(), QuotaError> {
+        let Some(period) = quota.period() else {
+            return match self {
+                Self::TokenBucket | Self::LeakyBucket => Ok(()),
+                _ => Err(QuotaError::NeedsPeriod),
+            };
+        };
+        // Window states pack the window number and the counts into one word; these bounds
+        // keep it from overflowing for over a century of uptime.
+        let period_ns = period.as_nanos();
+        let slots = u128::from(quota.burst_size()) + 1;
+        match self {
+            Self::FixedWindow if slots > period_ns => Err(QuotaError::TooLarge),
+            Self::SlidingWindow if slots * slots > 4 * period_ns => Err(QuotaError::TooLarge),
+            _ => Ok(()),
+        }
+    }
+
+    /// A stable number for this algorithm, part of the policy fingerprint.
+    pub(crate) fn id(self) -> u64 {
+        match self {
+            Self::TokenBucket => 0,
+            Self::LeakyBucket => 1,
+            Self::LeakyBucketShaper { .. } => 2,
+            Self::FixedWindow => 3,
+            Self::SlidingWindow => 4,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use proptest::prelude::*;
+
+    /// Requests as `(gap before it in ns, cost)`, gaps on the scale of the test intervals.
+    pub(crate) fn arrivals() -> impl Strategy<Value = Vec<(u64, u64)>> {
+        prop::collection::vec((0u64..3_000_000, 0u64..8), 1..200)
+    }
+
+    /// Replays `arrivals` through `decide`, returning the admitted `(time, cost)` pairs.
+    pub(crate) fn admitted(
+        arrivals: &[(u64, u64)],
+        mut decide: impl FnMut(u64, u64, u64) -> (crate::Decision, Option<u64>),
+    ) -> Vec<(u64, u64)> {
+        let (mut state, mut now) = (super::EMPTY, 0);
+        let mut admitted = Vec::new();
+        for &(gap, cost) in arrivals {
+            now += gap;
+            let (decision, next) = decide(state, now, cost);
+            if decision.is_allowed() {
+                admitted.push((now, cost));
+            }
+            if let Some(next) = next {
+                state = next;
+            }
+        }
+        admitted
     }
 }

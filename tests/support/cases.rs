@@ -9,6 +9,8 @@ use tower_ratelimit::{Decision, Outcome, Quota};
 pub struct Case {
     pub name: String,
     pub quota: Quota,
+    /// The shaper's queue bound (`max-delay <duration>`), for shaper tables.
+    pub max_delay: Option<Duration>,
     pub steps: Vec<Step>,
 }
 
@@ -26,6 +28,10 @@ pub enum Expected {
         remaining: u64,
         reset: Option<Duration>,
     },
+    Delay {
+        remaining: u64,
+        wait: Duration,
+    },
     Deny {
         remaining: u64,
         retry: Option<Duration>,
@@ -42,6 +48,10 @@ impl Expected {
             Outcome::Allowed => Expected::Allow {
                 remaining: decision.remaining,
                 reset: decision.reset,
+            },
+            Outcome::Delayed { wait } => Expected::Delay {
+                remaining: decision.remaining,
+                wait,
             },
             Outcome::Denied { retry_after } => Expected::Deny {
                 remaining: decision.remaining,
@@ -72,6 +82,7 @@ pub fn parse(table: &str) -> Vec<Case> {
             cases.push(Case {
                 name: name.to_owned(),
                 quota: Quota::fixed(1),
+                max_delay: None,
                 steps: Vec::new(),
             });
             continue;
@@ -79,6 +90,7 @@ pub fn parse(table: &str) -> Vec<Case> {
         let case = cases.last_mut().unwrap_or_else(|| fail("no case yet"));
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            ["max-delay", delay] => case.max_delay = duration(delay),
             ["quota", "fixed", total] => case.quota = Quota::fixed(number_of(total)),
             ["quota", rate, rest @ ..] => {
                 let (limit, period) = rate.split_once('/').unwrap_or_else(|| fail("rate"));
@@ -95,6 +107,10 @@ pub fn parse(table: &str) -> Vec<Case> {
                     ["allow", remaining, "reset", reset] => Expected::Allow {
                         remaining: number_of(remaining),
                         reset: duration(reset),
+                    },
+                    ["delay", remaining, "wait", wait] => Expected::Delay {
+                        remaining: number_of(remaining),
+                        wait: duration(wait).unwrap_or_else(|| fail("wait")),
                     },
                     ["deny", remaining, "retry", retry] => Expected::Deny {
                         remaining: number_of(remaining),
