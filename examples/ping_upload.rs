@@ -17,8 +17,9 @@
 //! curl -si -X POST http://127.0.0.1:3000/api/upload
 //! ```
 //!
-//! Only the token bucket and the in-process store are available: the other algorithms,
-//! `--max-delay-ms` and the Redis flags exit with an error.
+//! `--algorithm leaky-bucket --max-delay-ms MS` shapes instead of rejecting: requests wait
+//! up to MS for their slot. Only the in-process store is available: the Redis flags exit
+//! with an error.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +34,7 @@ use http::header::CONTENT_TYPE;
 use tower_ratelimit::key::{self, KeyError, KeyExtractor};
 use tower_ratelimit::store::MemoryStore;
 use tower_ratelimit::{
-    weight, Algorithm, DecisionEvent, Quota, QuotaError, RateLimitLayer, RequestHead,
+    weight, Algorithm, DecisionEvent, Policy, Quota, QuotaError, RateLimitLayer, RequestHead,
 };
 
 #[derive(Parser)]
@@ -174,6 +175,7 @@ fn fail(flag: &str, message: impl std::fmt::Display) -> ! {
 fn quota_flag(error: QuotaError) -> &'static str {
     match error {
         QuotaError::ZeroBurst | QuotaError::TooLarge => "--burst",
+        QuotaError::NeedsPeriod => "--algorithm",
         QuotaError::ZeroPeriod | QuotaError::InvalidPeriod => "--period-secs",
         _ => "--limit",
     }
@@ -205,24 +207,21 @@ async fn main() -> std::io::Result<()> {
             "the Redis Cluster store is not built yet",
         );
     }
-    if args.max_delay_ms.is_some() {
-        fail("--max-delay-ms", "the leaky-bucket shaper is not built yet");
-    }
-    let algorithm = match args.algorithm {
-        AlgorithmArg::TokenBucket => Algorithm::TokenBucket,
-        other => {
-            let name = other.to_possible_value().expect("no variant is skipped");
-            let message = format!("the {} algorithm is not built yet", name.get_name());
-            fail("--algorithm", message)
-        }
+    let algorithm = match (args.algorithm, args.max_delay_ms) {
+        (AlgorithmArg::LeakyBucket, Some(ms)) => Algorithm::LeakyBucketShaper {
+            max_delay: std::time::Duration::from_millis(ms),
+        },
+        (_, Some(_)) => fail("--max-delay-ms", "only applies to --algorithm leaky-bucket"),
+        (AlgorithmArg::TokenBucket, None) => Algorithm::TokenBucket,
+        (AlgorithmArg::LeakyBucket, None) => Algorithm::LeakyBucket,
+        (AlgorithmArg::FixedWindow, None) => Algorithm::FixedWindow,
+        (AlgorithmArg::SlidingWindow, None) => Algorithm::SlidingWindow,
     };
 
-    let limiter = Quota::per_secs_f64(args.limit, args.period_secs)
-        .and_then(|quota| {
-            RateLimitLayer::try_new(args.key, MemoryStore::new(), quota.burst(args.burst))
-        })
-        .unwrap_or_else(|error| fail(quota_flag(error), error))
-        .algorithm(algorithm)
+    let policy = Quota::per_secs_f64(args.limit, args.period_secs)
+        .and_then(|quota| Policy::new("default", quota.burst(args.burst), algorithm))
+        .unwrap_or_else(|error| fail(quota_flag(error), error));
+    let limiter = RateLimitLayer::with_policy(args.key, MemoryStore::new(), policy)
         .weight(weight::by_path([("/api/upload", 3)]).default(1));
     let limiter = if args.stats {
         let stats = Arc::new(Stats::default());

@@ -77,7 +77,22 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     /// Like [`new`](Self::new), returning an error for an invalid quota.
     pub fn try_new(key: K, store: S, quota: Quota) -> Result<Self, QuotaError> {
         let policy = Policy::new("default", quota, Algorithm::default())?;
-        Ok(Self {
+        Ok(Self::with_policy(key, store, policy))
+    }
+
+    /// Limits requests keyed by `key` to a [`Policy`]: a named quota with its algorithm.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_ratelimit::{key, store::MemoryStore, Algorithm, Policy, Quota, RateLimitLayer};
+    ///
+    /// let shaper = Algorithm::LeakyBucketShaper { max_delay: Duration::from_secs(2) };
+    /// let policy = Policy::new("smooth", Quota::per_second(10).burst(1), shaper)?;
+    /// let layer = RateLimitLayer::with_policy(key::PeerIp, MemoryStore::new(), policy);
+    /// # Ok::<(), tower_ratelimit::QuotaError>(())
+    /// ```
+    pub fn with_policy(key: K, store: S, policy: Policy) -> Self {
+        Self {
             key,
             store,
             fallback: (MemoryStore::new(), policy.clone()),
@@ -87,7 +102,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
             on_rejection: None,
             on_store_error: FailurePolicy::default(),
             on_decision: None,
-        })
+        }
     }
 
     /// Sets how much each request costs (default: 1). A cost of 0 passes uncounted.
@@ -105,9 +120,15 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     }
 
     /// Sets the algorithm (default: [`Algorithm::TokenBucket`]).
+    ///
+    /// # Panics
+    ///
+    /// If the algorithm cannot enforce the quota (see [`Algorithm`]); build a [`Policy`]
+    /// and use [`with_policy`](Self::with_policy) to handle that as an error.
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         let with = |policy: &Policy| {
-            Policy::new(policy.name(), *policy.quota(), algorithm).expect("validated quota")
+            Policy::new(policy.name(), *policy.quota(), algorithm)
+                .unwrap_or_else(|e| panic!("invalid quota for {algorithm:?}: {e}"))
         };
         self.policy = with(&self.policy);
         self.fallback.1 = with(&self.fallback.1);
