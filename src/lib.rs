@@ -41,6 +41,8 @@
 //!
 //! * `axum` (default): [`key::PeerIp`] reads axum's `ConnectInfo`, and
 //!   [`weight::by_route`] reads axum's matched route.
+//! * `tonic`: [`key::PeerIp`] (and so [`key::ClientIp`]) reads tonic's `TcpConnectInfo`,
+//!   which `tonic::transport::Server` puts in every request.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
