@@ -136,9 +136,9 @@ impl KeyExtractor for Global {
 /// The IP address of the TCP peer.
 ///
 /// Read from the request extensions: axum's `ConnectInfo<SocketAddr>` (feature `axum`),
-/// or a plain [`SocketAddr`] that a hyper or tonic server inserts per connection. Without
-/// either, the request is answered `500` and an error is logged: this is a server setup
-/// mistake, never a reason to share one bucket.
+/// tonic's `TcpConnectInfo` (feature `tonic`), or a plain [`SocketAddr`] that a hyper
+/// server inserts per connection. Without any of them, the request is answered `500` and
+/// an error is logged: this is a server setup mistake, never a reason to share one bucket.
 ///
 /// Behind a reverse proxy every request comes from the proxy; use [`ClientIp`] there.
 #[derive(Clone, Copy, Debug, Default)]
@@ -164,6 +164,13 @@ fn peer_ip(request: &RequestHead<'_>) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
         return Some(info.0.ip().to_canonical());
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())
+    {
+        return Some(addr.ip().to_canonical());
     }
     extensions
         .get::<SocketAddr>()
@@ -572,6 +579,19 @@ mod tests {
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(addr));
         assert_eq!(key(&PeerIp, &request), Ok(ip("198.51.100.1")));
+    }
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn peer_ip_reads_tonic_connect_info() {
+        let mut request = request("", &[]);
+        request
+            .extensions_mut()
+            .insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(SocketAddr::new(ip("::ffff:198.51.100.2"), 1)),
+            });
+        assert_eq!(key(&PeerIp, &request), Ok(ip("198.51.100.2")));
     }
 
     #[test]

@@ -46,6 +46,8 @@
 //!   `delayed`, `denied`, `too_costly`, `unavailable`) and `ratelimit_fallback_total{policy}`, and the
 //!   histogram `ratelimit_decision_seconds{policy, source}`. The handles are registered
 //!   on a layer's first decision, so install the recorder before serving.
+//! * `tonic`: [`key::PeerIp`] (and so [`key::ClientIp`]) reads tonic's `TcpConnectInfo`,
+//!   which `tonic::transport::Server` puts in every request.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
