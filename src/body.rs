@@ -11,6 +11,7 @@ pin_project! {
     /// The body of a response that went through the limiter: the inner service's body, or
     /// the body of a rejection or error answered by the layer. Forwards `is_end_stream`
     /// and `size_hint`; needs no `Default` on the inner body.
+    #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -19,6 +20,7 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
+    #[derive(Debug)]
     enum Kind<B> {
         Inner { #[pin] body: B },
         Answer { data: Option<Bytes> },

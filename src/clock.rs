@@ -39,6 +39,34 @@ impl Clock for MonotonicClock {
     }
 }
 
+/// Tokio's clock ([`tokio::time::Instant`]): pauses and advances with
+/// `tokio::time::pause`, so a shaper's slots and its sleeps share one timeline in tests.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_nanos(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+}
+
 /// A clock that moves only when told to: exact, repeatable tests.
 ///
 /// ```

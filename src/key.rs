@@ -112,9 +112,9 @@ impl std::error::Error for KeyError {}
 
 const NO_PEER: KeyError = KeyError::new(
     StatusCode::INTERNAL_SERVER_ERROR,
-    "rate limiter misconfigured: the request carries no peer address (serve with \
-     `into_make_service_with_connect_info::<SocketAddr>()` or insert a `SocketAddr` \
-     extension per connection)",
+    "rate limiter misconfigured: the request carries no peer address (axum: serve with \
+     `into_make_service_with_connect_info::<SocketAddr>()`; tonic: enable the `tonic` \
+     feature; hyper: insert a `SocketAddr` extension per connection)",
 );
 const BAD_FORWARDING: KeyError = KeyError::new(
     StatusCode::BAD_REQUEST,

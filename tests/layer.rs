@@ -1,4 +1,5 @@
 //! The layer through axum and tower, one request at a time (`oneshot`).
+#![cfg(feature = "axum")]
 
 use std::convert::Infallible;
 use std::future::Future;
