@@ -10,19 +10,20 @@ use tower::{Layer, Service, ServiceExt};
 use tower_ratelimit::clock::TokioClock;
 use tower_ratelimit::{key, store::MemoryStore, Algorithm, Policy, Quota, RateLimitLayer};
 
+/// When requests reached the inner service, from the start of the test.
+type Forwarded = Arc<Mutex<Vec<Duration>>>;
+
 /// A shaped service: two per second with no burst (one slot every 500 ms), a 5 s queue.
-/// Returns it with the instants at which requests reached the inner service.
-fn shaped() -> (
-    impl Service<
-            http::Request<()>,
-            Response = http::Response<tower_ratelimit::ResponseBody<()>>,
-            Error = Infallible,
-            Future: Send,
-        > + Clone
-        + Send
-        + 'static,
-    Arc<Mutex<Vec<Duration>>>,
-) {
+fn shaped(
+    forwarded: &Forwarded,
+) -> impl Service<
+    http::Request<()>,
+    Response = http::Response<tower_ratelimit::ResponseBody<()>>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
+       + Send
+       + 'static {
     let shaper = Algorithm::LeakyBucketShaper {
         max_delay: Duration::from_secs(5),
     };
@@ -30,18 +31,17 @@ fn shaped() -> (
     let store = MemoryStore::with_clock(TokioClock::new());
     let layer = RateLimitLayer::with_policy(key::Global, store, policy);
     let start = Instant::now();
-    let forwarded = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&forwarded);
-    let service = layer.layer(tower::service_fn(move |_: http::Request<()>| {
+    let seen = Arc::clone(forwarded);
+    layer.layer(tower::service_fn(move |_: http::Request<()>| {
         seen.lock().unwrap().push(start.elapsed());
         async { Ok::<_, Infallible>(http::Response::new(())) }
-    }));
-    (service, forwarded)
+    }))
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_is_spread_at_the_rate_and_the_queue_is_bounded() {
-    let (service, forwarded) = shaped();
+    let forwarded = Forwarded::default();
+    let service = shaped(&forwarded);
     let calls: Vec<_> = (0..15)
         .map(|_| tokio::spawn(service.clone().oneshot(http::Request::new(()))))
         .collect();
@@ -65,7 +65,8 @@ async fn a_burst_is_spread_at_the_rate_and_the_queue_is_bounded() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_waiter_keeps_its_slot() {
-    let (service, forwarded) = shaped();
+    let forwarded = Forwarded::default();
+    let service = shaped(&forwarded);
     let first = service
         .clone()
         .oneshot(http::Request::new(()))
