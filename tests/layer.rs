@@ -446,3 +446,40 @@ async fn the_decision_hook_sees_every_decision() {
         ]
     );
 }
+
+#[tokio::test]
+async fn per_route_quotas_compose_layers_over_one_store() {
+    let store = MemoryStore::with_clock(ManualClock::new());
+    let limit = |quota| RateLimitLayer::new(key::PeerIp, store.clone(), quota);
+    let app = Router::new()
+        .route(
+            "/api/ping",
+            get(|| async { "pong" }).layer(limit(Quota::per_minute(3))),
+        )
+        .route(
+            "/api/upload",
+            post(|| async { "stored" }).layer(limit(Quota::per_hour(1))),
+        );
+    let upload = send(&app, request("POST", "/api/upload", CLIENT)).await;
+    assert_eq!(
+        header(&upload, "ratelimit-policy"),
+        r#""default";q=1;w=3600"#
+    );
+    assert_eq!(
+        send(&app, request("POST", "/api/upload", CLIENT))
+            .await
+            .status(),
+        429
+    );
+    // The ping quota is kept apart from the upload quota in the shared store.
+    for remaining in ["2", "1", "0"] {
+        let ping = send(&app, request("GET", "/api/ping", CLIENT)).await;
+        assert_eq!(header(&ping, "x-ratelimit-remaining"), remaining);
+    }
+    assert_eq!(
+        send(&app, request("GET", "/api/ping", CLIENT))
+            .await
+            .status(),
+        429
+    );
+}
