@@ -126,7 +126,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::algorithm::testing::{admitted, arrivals};
+    use crate::algorithm::testing::{admitted, arrivals, within_rate};
 
     /// The classic token bucket with exact integer credit (in nanoseconds of refill):
     /// refill by elapsed time up to the tolerance, admit iff the credit covers the cost.
@@ -185,14 +185,7 @@ mod tests {
             let interval = quota.interval_nanos().unwrap();
             let admitted = admitted(&arrivals, |state, now, cost| decide(state, now, cost, &quota));
             // For every pair of admissions i ≤ j: Σ cost · T ≤ (t_j − t_i) + burst · T.
-            for i in 0..admitted.len() {
-                let mut spent = 0u128;
-                for &(t_j, cost) in &admitted[i..] {
-                    spent += u128::from(cost * interval);
-                    let allowance = u128::from(t_j - admitted[i].0 + burst * interval);
-                    prop_assert!(spent <= allowance);
-                }
-            }
+            prop_assert!(within_rate(&admitted, interval, burst));
         }
 
         #[test]
@@ -223,14 +216,7 @@ mod tests {
             }
             // Requests leave in order, and never faster than burst + rate · t.
             prop_assert!(released.windows(2).all(|w| w[0].0 <= w[1].0));
-            for i in 0..released.len() {
-                let mut spent = 0u128;
-                for &(t_j, cost) in &released[i..] {
-                    spent += u128::from(cost * interval);
-                    let allowance = u128::from(t_j - released[i].0 + burst * interval);
-                    prop_assert!(spent <= allowance);
-                }
-            }
+            prop_assert!(within_rate(&released, interval, burst));
         }
     }
 }

@@ -144,4 +144,31 @@ pub(crate) mod testing {
         }
         admitted
     }
+
+    /// Whether every run of events, from the i-th to the j-th, spent at most
+    /// `burst + (t_j − t_i) / interval` units: the token bucket's bound.
+    pub(crate) fn within_rate(events: &[(u64, u64)], interval: u64, burst: u64) -> bool {
+        (0..events.len()).all(|i| {
+            let mut spent = 0u128;
+            events[i..].iter().all(|&(t_j, cost)| {
+                spent += u128::from(cost * interval);
+                spent <= u128::from(t_j - events[i].0 + burst * interval)
+            })
+        })
+    }
+
+    /// The most cost admitted in any half-open interval of length `length`.
+    pub(crate) fn most_in_any(events: &[(u64, u64)], length: u64) -> u64 {
+        (0..events.len())
+            .map(|i| {
+                let start = events[i].0;
+                events[i..]
+                    .iter()
+                    .take_while(|(t, _)| t - start < length)
+                    .map(|(_, cost)| cost)
+                    .sum()
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
