@@ -41,6 +41,7 @@
 //!
 //! * `axum` (default): [`key::PeerIp`] reads axum's `ConnectInfo`, and
 //!   [`weight::by_route`] reads axum's matched route.
+//! * `redis`: `store::RedisStore`, one limit shared by many app servers through Redis.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 

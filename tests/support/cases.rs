@@ -22,9 +22,17 @@ pub struct Step {
 
 #[derive(Debug, PartialEq)]
 pub enum Expected {
-    Allow { remaining: u64, reset: Option<Duration> },
-    Deny { remaining: u64, retry: Option<Duration> },
-    TooCostly { remaining: u64 },
+    Allow {
+        remaining: u64,
+        reset: Option<Duration>,
+    },
+    Deny {
+        remaining: u64,
+        retry: Option<Duration>,
+    },
+    TooCostly {
+        remaining: u64,
+    },
 }
 
 impl Expected {
@@ -105,7 +113,8 @@ pub fn parse(table: &str) -> Vec<Case> {
 }
 
 fn number_of(word: &str) -> u64 {
-    word.parse().unwrap_or_else(|_| panic!("not a number: {word}"))
+    word.parse()
+        .unwrap_or_else(|_| panic!("not a number: {word}"))
 }
 
 /// `0`, `250us`, `3ms`, `2s`, `1m`, `1h`; `never` is `None`.
@@ -113,7 +122,9 @@ fn duration(word: &str) -> Option<Duration> {
     if word == "never" {
         return None;
     }
-    let split = word.find(|c: char| !c.is_ascii_digit()).unwrap_or(word.len());
+    let split = word
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(word.len());
     let (value, unit) = word.split_at(split);
     let value = number_of(value);
     Some(match unit {
