@@ -2,3 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod cases;
+#[cfg(feature = "redis")]
+pub mod redis_server;
+#[cfg(feature = "redis")]
+pub mod slow_proxy;
