@@ -4,8 +4,11 @@
 //!
 //! ```sh
 //! benches/redis_compare.sh                      # starts its own redis-server
-//! cargo bench --bench redis --features redis -- --redis redis://127.0.0.1:6379 [--seconds 3]
+//! cargo bench --bench redis --features redis -- --redis redis://127.0.0.1:6379 [--seconds 3] [--threads 1]
 //! ```
+//!
+//! `--threads` is the number of Tokio worker threads (default 1, which leaves the other
+//! core of a 2-core machine to a Redis on the same host).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,12 +24,14 @@ use tower_ratelimit::{Algorithm, Policy, Quota};
 struct Args {
     redis: String,
     seconds: u64,
+    threads: usize,
 }
 
 fn args() -> Args {
     let mut args = Args {
         redis: "redis://127.0.0.1:6379".to_owned(),
         seconds: 3,
+        threads: 1,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -37,6 +42,12 @@ fn args() -> Args {
                     .next()
                     .and_then(|s| s.parse().ok())
                     .expect("--seconds N")
+            }
+            "--threads" => {
+                args.threads = words
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--threads N")
             }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
@@ -156,6 +167,7 @@ fn main() {
     let args = args();
     let run = Duration::from_secs(args.seconds);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
         .enable_all()
         .build()
         .unwrap();
@@ -172,7 +184,10 @@ fn main() {
             .await
             .expect("connect");
 
-        println!("RedisStore, admitted decisions (each writes its key), {run:?} per run:");
+        println!(
+            "RedisStore, admitted decisions (each writes its key), {run:?} per run, {} worker thread(s):",
+            args.threads
+        );
         let mut best = 0f64;
         for concurrency in [1, 16, 64, 256] {
             let rate = through_store(&store, concurrency, run).await;
