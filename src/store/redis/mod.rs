@@ -143,11 +143,6 @@ impl RedisStore {
     pub fn script_sha(&self) -> &str {
         &self.shared.sha
     }
-
-    /// The token-bucket script's source.
-    pub fn script_source() -> &'static str {
-        TOKEN_BUCKET
-    }
 }
 
 impl RedisStoreBuilder {
