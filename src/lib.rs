@@ -48,6 +48,7 @@
 //!   on a layer's first decision, so install the recorder before serving.
 //! * `tonic`: [`key::PeerIp`] (and so [`key::ClientIp`]) reads tonic's `TcpConnectInfo`,
 //!   which `tonic::transport::Server` puts in every request.
+//! * `redis`: `store::RedisStore`, one limit shared by many app servers through Redis.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 

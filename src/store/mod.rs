@@ -1,10 +1,15 @@
 //! Where rate-limit state lives: the [`Store`] trait and its implementations.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::future::Future;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{RedisDecision, RedisKey, RedisStore, RedisStoreBuilder};
 pub use memory::MemoryStore;
 
 use crate::{Decision, Policy};

@@ -22,6 +22,49 @@ pub struct Step {
     pub expected: Expected,
 }
 
+impl Case {
+    /// The same case with every duration (period, step times, expected times) multiplied
+    /// by `factor`. GCRA is scale-free: counts are unchanged and times scale exactly.
+    pub fn scaled(&self, factor: u32) -> Case {
+        let quota = match self.quota.period() {
+            Some(period) => {
+                Quota::new(self.quota.limit(), period * factor).burst(self.quota.burst_size())
+            }
+            None => self.quota,
+        };
+        let scale = |time: Option<Duration>| time.map(|t| t * factor);
+        let steps = self
+            .steps
+            .iter()
+            .map(|step| Step {
+                at: step.at * factor,
+                cost: step.cost,
+                expected: match step.expected {
+                    Expected::Allow { remaining, reset } => Expected::Allow {
+                        remaining,
+                        reset: scale(reset),
+                    },
+                    Expected::Deny { remaining, retry } => Expected::Deny {
+                        remaining,
+                        retry: scale(retry),
+                    },
+                    Expected::Delay { remaining, wait } => Expected::Delay {
+                        remaining,
+                        wait: wait * factor,
+                    },
+                    Expected::TooCostly { remaining } => Expected::TooCostly { remaining },
+                },
+            })
+            .collect();
+        Case {
+            name: self.name.clone(),
+            quota,
+            max_delay: self.max_delay.map(|delay| delay * factor),
+            steps,
+        }
+    }
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Expected {
     Allow {
@@ -65,6 +108,38 @@ impl Expected {
             Ok(())
         } else {
             Err(format!("expected {self:?}, got {actual:?}"))
+        }
+    }
+
+    /// `Ok` if `decision` is the expected one made up to `late` after the planned time:
+    /// the outcome and remaining quota exactly, and each time no more than `late` short.
+    pub fn check_late(&self, decision: &Decision, late: Duration) -> Result<(), String> {
+        let close = |expected: Option<Duration>, actual: Option<Duration>| match (expected, actual)
+        {
+            (Some(expected), Some(actual)) => actual <= expected && actual + late >= expected,
+            (expected, actual) => expected == actual,
+        };
+        let matches = match (self, decision.outcome) {
+            (Expected::Allow { remaining, reset }, Outcome::Allowed) => {
+                *remaining == decision.remaining && close(*reset, decision.reset)
+            }
+            (Expected::Delay { remaining, wait }, Outcome::Delayed { wait: actual }) => {
+                *remaining == decision.remaining && close(Some(*wait), Some(actual))
+            }
+            (Expected::Deny { remaining, retry }, Outcome::Denied { retry_after }) => {
+                *remaining == decision.remaining && close(*retry, retry_after)
+            }
+            (Expected::TooCostly { remaining }, Outcome::CostExceedsBurst) => {
+                *remaining == decision.remaining
+            }
+            _ => false,
+        };
+        if matches {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {self:?} (made up to {late:?} late), got {decision:?}"
+            ))
         }
     }
 }

@@ -3,3 +3,7 @@
 
 pub mod cases;
 pub mod client;
+#[cfg(feature = "redis")]
+pub mod redis_server;
+#[cfg(feature = "redis")]
+pub mod slow_proxy;

@@ -1,0 +1,159 @@
+//! [`DenyCache`]: answers, without a round trip, requests that Redis is known to deny.
+
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use crate::{Decision, Outcome};
+
+/// The least time between two sweeps of a full cache.
+const SWEEP_GAP: u64 = 100_000_000;
+
+/// For each key (and policy) Redis has denied, a lower bound of its TAT in local
+/// nanoseconds.
+///
+/// A TAT never moves back while it is ahead of the clock (a denial changes nothing, an
+/// admission moves it forward), so a bound taken from one answer stays a bound. A request
+/// is denied locally only when GCRA on that bound denies it, which implies that GCRA on the
+/// real, later TAT denies it too: the cache never denies what Redis would allow. Any other
+/// request goes to Redis. The bound is taken from the local time read just before the call
+/// was sent, so network latency can only make it earlier (more lenient), never later.
+///
+/// Entries mean nothing once the clock passes them; a full cache drops those, at most
+/// every 100 ms, and does not grow beyond its capacity.
+#[derive(Debug)]
+pub(super) struct DenyCache<K: Hash + Eq> {
+    entries: DashMap<(u64, K), u64>,
+    capacity: usize,
+    next_sweep: AtomicU64,
+}
+
+/// A refilling GCRA quota as Redis enforces it: interval in whole microseconds.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Gcra {
+    /// Emission interval in nanoseconds, a whole number of microseconds.
+    pub(super) interval: u64,
+    pub(super) burst: u64,
+}
+
+impl<K: Hash + Eq + Clone> DenyCache<K> {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            entries: DashMap::new(),
+            capacity,
+            next_sweep: AtomicU64::new(0),
+        }
+    }
+
+    /// The local denial of a request of `cost` at `now`, if the cached bound proves that
+    /// Redis would deny it. Its `remaining` and `retry_after` are bounds too: Redis could
+    /// report less quota and a longer wait.
+    pub(super) fn check(
+        &self,
+        policy: u64,
+        key: &K,
+        cost: u64,
+        gcra: Gcra,
+        now: u64,
+    ) -> Option<Decision> {
+        if cost == 0 || cost > gcra.burst {
+            return None;
+        }
+        let bound = *self.entries.get(&(policy, key.clone()))?;
+        let tolerance = gcra.interval * gcra.burst;
+        // Passes iff max(bound, now) + cost·T − burst·T ≤ now.
+        let passes_at = (bound + cost * gcra.interval).saturating_sub(tolerance);
+        if passes_at <= now {
+            return None;
+        }
+        let wait = Duration::from_nanos(passes_at - now);
+        Some(Decision {
+            outcome: Outcome::Denied {
+                retry_after: Some(wait),
+            },
+            limit: gcra.burst,
+            remaining: (now + tolerance).saturating_sub(bound) / gcra.interval,
+            reset: Some(wait),
+        })
+    }
+
+    /// Records that the key's TAT is at least `bound` (local nanoseconds).
+    pub(super) fn record(&self, policy: u64, key: &K, bound: u64, now: u64) {
+        if let Some(mut entry) = self.entries.get_mut(&(policy, key.clone())) {
+            *entry = (*entry).max(bound);
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            let next = self.next_sweep.load(Relaxed);
+            if now < next
+                || self
+                    .next_sweep
+                    .compare_exchange(next, now + SWEEP_GAP, Relaxed, Relaxed)
+                    .is_err()
+            {
+                return;
+            }
+            self.entries.retain(|_, bound| *bound > now);
+            if self.entries.len() >= self.capacity {
+                return;
+            }
+        }
+        self.entries
+            .entry((policy, key.clone()))
+            .and_modify(|entry| *entry = (*entry).max(bound))
+            .or_insert(bound);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+    const GCRA: Gcra = Gcra {
+        interval: S,
+        burst: 5,
+    };
+
+    #[test]
+    fn denies_only_what_the_bound_proves() {
+        let cache = DenyCache::new(8);
+        // A TAT of at least 7 s at 0: the bucket lacks 2 units, a cost of 1 passes at 3 s.
+        cache.record(1, &"k", 7 * S, 0);
+        let decision = cache.check(1, &"k", 1, GCRA, S).unwrap();
+        assert_eq!(
+            decision.outcome,
+            Outcome::Denied {
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
+        assert_eq!(decision.remaining, 0);
+        assert!(cache.check(1, &"k", 1, GCRA, 3 * S).is_none());
+        assert!(cache.check(1, &"k", 3, GCRA, 4 * S).is_some());
+        assert!(
+            cache.check(1, &"k", 0, GCRA, S).is_none(),
+            "a look is never denied"
+        );
+        assert!(cache.check(2, &"k", 1, GCRA, S).is_none(), "another policy");
+        // Bounds only grow.
+        cache.record(1, &"k", 6 * S, 0);
+        assert!(cache.check(1, &"k", 1, GCRA, 2 * S).is_some());
+    }
+
+    #[test]
+    fn stays_within_capacity_and_sweeps_expired_entries() {
+        let cache = DenyCache::new(2);
+        cache.record(0, &"a", 10 * S, 0);
+        cache.record(0, &"b", 20 * S, 0);
+        cache.record(0, &"c", 30 * S, 0);
+        assert_eq!(cache.entries.len(), 2, "full of live entries: not cached");
+        cache.record(0, &"c", 30 * S, 15 * S);
+        assert!(cache.check(0, &"a", 1, GCRA, 15 * S).is_none());
+        assert!(
+            cache.check(0, &"c", 1, GCRA, 15 * S).is_some(),
+            "room after the sweep"
+        );
+    }
+}

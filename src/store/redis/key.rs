@@ -1,0 +1,174 @@
+//! [`RedisKey`]: how a rate-limit key becomes part of a Redis key name.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+
+/// A rate-limit key that can name state in Redis.
+///
+/// [`write_key`](RedisKey::write_key) appends the key's bytes. They need not be safe: the
+/// store writes them into the Redis key as they are only when they are short printable
+/// ASCII without `{`, `}` or a leading `#`, and otherwise (and always for a
+/// [secret](RedisKey::is_secret)) writes `#` and their SHA-256 in hex instead. So no key can
+/// move its state to another Cluster slot, collide with another key or grow Redis's memory
+/// by its length.
+///
+/// ```
+/// use tower_ratelimit::store::RedisKey;
+///
+/// /// A tenant and a user, keyed together.
+/// #[derive(Clone, PartialEq, Eq, Hash)]
+/// struct Account { tenant: u32, user: u64 }
+///
+/// impl RedisKey for Account {
+///     fn write_key(&self, out: &mut Vec<u8>) {
+///         out.extend_from_slice(format!("{}/{}", self.tenant, self.user).as_bytes());
+///     }
+/// }
+/// ```
+pub trait RedisKey {
+    /// Appends the key's bytes to `out`.
+    fn write_key(&self, out: &mut Vec<u8>);
+
+    /// Whether the key is a secret (an API key, a token) that must not appear in Redis as
+    /// it is. Secrets are always hashed. Defaults to `false`.
+    fn is_secret(&self) -> bool {
+        false
+    }
+}
+
+/// The text form; IPv4-mapped IPv6 addresses are written as the IPv4 address.
+impl RedisKey for IpAddr {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        // Writing to a `Vec` cannot fail.
+        let _ = write!(VecWriter(out), "{}", self.to_canonical());
+    }
+}
+
+/// A header value, such as an API key: always hashed.
+impl RedisKey for HeaderValue {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+
+    fn is_secret(&self) -> bool {
+        true
+    }
+}
+
+/// The single key of a global limit: empty.
+impl RedisKey for () {
+    fn write_key(&self, _out: &mut Vec<u8>) {}
+}
+
+impl RedisKey for String {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl RedisKey for &'static str {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl RedisKey for Vec<u8> {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+impl RedisKey for Bytes {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+/// The decimal form.
+impl RedisKey for u64 {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        let _ = write!(VecWriter(out), "{self}");
+    }
+}
+
+/// Keys longer than this are hashed.
+const MAX_RAW_LEN: usize = 128;
+
+/// `<prefix>:{<key>}:<policy fingerprint in hex>`: the braces make the key the hash tag,
+/// so every quota of one key lands in one Cluster slot and keys spread over the slots.
+pub(super) fn storage_key<K: RedisKey + ?Sized>(
+    prefix: &str,
+    key: &K,
+    fingerprint: u64,
+) -> Vec<u8> {
+    let mut raw = Vec::new();
+    key.write_key(&mut raw);
+    let mut out = Vec::with_capacity(prefix.len() + raw.len().min(MAX_RAW_LEN) + 24);
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(b":{");
+    let safe = |b: &u8| (b'!'..=b'~').contains(b) && *b != b'{' && *b != b'}';
+    if key.is_secret()
+        || raw.len() > MAX_RAW_LEN
+        || raw.first() == Some(&b'#')
+        || !raw.iter().all(safe)
+    {
+        out.push(b'#');
+        for byte in Sha256::digest(&raw) {
+            let _ = write!(VecWriter(&mut out), "{byte:02x}");
+        }
+    } else {
+        out.extend_from_slice(&raw);
+    }
+    let _ = write!(VecWriter(&mut out), "}}:{fingerprint:016x}");
+    out
+}
+
+/// `fmt::Write` into a byte vector.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name<K: RedisKey>(key: K) -> String {
+        String::from_utf8(storage_key("rl", &key, 0xab)).unwrap()
+    }
+
+    #[test]
+    fn plain_keys_are_kept_and_tagged() {
+        assert_eq!(name("alice"), "rl:{alice}:00000000000000ab");
+        assert_eq!(name(42u64), "rl:{42}:00000000000000ab");
+        assert_eq!(name(()), "rl:{}:00000000000000ab");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(name(mapped), "rl:{192.0.2.1}:00000000000000ab");
+    }
+
+    #[test]
+    fn unsafe_and_secret_keys_are_hashed() {
+        let hashed = |key: &str| key.starts_with("rl:{#") && key.len() == "rl:{#}:".len() + 64 + 16;
+        assert!(hashed(&name("a}b{c")));
+        assert!(hashed(&name("with space")));
+        assert!(hashed(&name(vec![0u8, 255, b'\n'])));
+        assert!(hashed(&name("x".repeat(MAX_RAW_LEN + 1))));
+        assert!(!hashed(&name("x".repeat(MAX_RAW_LEN))));
+        assert!(hashed(&name(HeaderValue::from_static("secret-token"))));
+        // A raw key can never look like a hashed one.
+        let lookalike = format!("#{}", "0".repeat(64));
+        assert!(hashed(&name(lookalike.clone())));
+        assert_ne!(
+            name(lookalike.clone()),
+            format!("rl:{{{lookalike}}}:00000000000000ab")
+        );
+    }
+}

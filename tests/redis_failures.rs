@@ -1,0 +1,241 @@
+//! `RedisStore` when Redis fails: killed and restarted, slowed down, overloaded. Each
+//! failure policy does what it says, nothing waits past the deadline, and decisions go
+//! back to Redis on their own.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use support::redis_server::{unique_prefix, RedisServer};
+use support::slow_proxy::SlowProxy;
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_ratelimit::store::{RedisStore, Store};
+use tower_ratelimit::{key, Algorithm, FailurePolicy, Policy, Quota, RateLimitLayer, ResponseBody};
+
+const DEADLINE: Duration = Duration::from_millis(50);
+/// Scheduling slack on a busy machine, on top of the deadline.
+const SLACK: Duration = Duration::from_millis(150);
+const QUOTA: Quota = Quota::per_hour(1).burst(3);
+
+/// A service behind a layer with `policy` (and its own in-process fallback store).
+fn limited(
+    store: &RedisStore,
+    policy: FailurePolicy,
+) -> impl Service<Request<()>, Response = Response<ResponseBody<String>>, Error = Infallible> + Clone
+{
+    let layer = RateLimitLayer::new(key::Global, store.clone(), QUOTA).on_store_error(policy);
+    layer.layer(service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::from("ok")))
+    }))
+}
+
+/// One request; its status and how long it took.
+async fn request<S>(service: &S) -> (StatusCode, Duration)
+where
+    S: Service<Request<()>, Response = Response<ResponseBody<String>>, Error = Infallible> + Clone,
+{
+    let started = Instant::now();
+    let response = service.clone().oneshot(Request::new(())).await.unwrap();
+    (response.status(), started.elapsed())
+}
+
+async fn exists(url: &str, key: &[u8]) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<bool>(&mut connection)
+        .await
+        .unwrap_or(false)
+}
+
+/// Kill Redis, then restart it on the same port.
+async fn outage(policy: FailurePolicy, during: &[StatusCode]) {
+    let mut server = RedisServer::start();
+    if server.skip_unless_owned("outage") {
+        return;
+    }
+    let store = RedisStore::builder(server.url())
+        .prefix(&unique_prefix("outage"))
+        .deadline(DEADLINE)
+        .connect()
+        .await
+        .unwrap();
+    let service = limited(&store, policy);
+    // One request only: a denial would be remembered by the deny cache and answered
+    // locally during the outage, whatever the failure policy.
+    assert_eq!(request(&service).await.0, StatusCode::OK, "Redis up");
+
+    server.kill();
+    for (i, expected) in during.iter().enumerate() {
+        let (status, took) = request(&service).await;
+        assert_eq!(
+            status, *expected,
+            "{policy:?}, request {i} while Redis is down"
+        );
+        assert!(took <= DEADLINE + SLACK, "request {i} took {took:?}");
+    }
+
+    server.restart();
+    let restarted = Instant::now();
+    let policy_key = Policy::new("default", QUOTA, Algorithm::TokenBucket).unwrap();
+    let key = store.storage_key(&(), &policy_key);
+    loop {
+        let (_, took) = request(&service).await;
+        assert!(took <= DEADLINE + SLACK, "request took {took:?}");
+        // A fresh Redis holds the key once a decision was made there again.
+        if exists(server.url(), &key).await {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(1),
+            "still not back on Redis after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let decision = store.decide(&(), 0, &policy_key).await;
+    assert!(
+        decision.is_ok_and(|d| d.remaining < 3),
+        "decided on the restarted Redis"
+    );
+}
+
+#[tokio::test]
+async fn outage_with_open_lets_requests_through() {
+    outage(FailurePolicy::Open, &[StatusCode::OK; 12]).await;
+}
+
+#[tokio::test]
+async fn outage_with_closed_answers_503() {
+    outage(
+        FailurePolicy::Closed,
+        &[StatusCode::SERVICE_UNAVAILABLE; 12],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn outage_with_local_fallback_limits_in_process() {
+    let mut during = [StatusCode::TOO_MANY_REQUESTS; 12];
+    during[..3].fill(StatusCode::OK);
+    outage(FailurePolicy::FallbackLocal, &during).await;
+}
+
+/// Redis answers, but too late: the deadline fires, the policy applies, the breaker opens
+/// (then calls fail without waiting), and Redis is used again once it is quick again.
+#[tokio::test]
+async fn slow_redis_hits_the_deadline() {
+    let server = RedisServer::start();
+    if server.skip_unless_owned("slow_redis_hits_the_deadline") {
+        return;
+    }
+    let proxy = SlowProxy::start(server.port()).await;
+    let store = RedisStore::builder(&proxy.url())
+        .prefix(&unique_prefix("slow"))
+        .deadline(DEADLINE)
+        .breaker(3, Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let closed = limited(&store, FailurePolicy::Closed);
+    let open = limited(&store, FailurePolicy::Open);
+    assert_eq!(request(&closed).await.0, StatusCode::OK);
+
+    proxy.set_delay(Duration::from_millis(300));
+    for policy in [
+        FailurePolicy::Closed,
+        FailurePolicy::Open,
+        FailurePolicy::Closed,
+    ] {
+        let service = if policy == FailurePolicy::Open {
+            &open
+        } else {
+            &closed
+        };
+        let (status, took) = request(service).await;
+        let expected = if policy == FailurePolicy::Open {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        assert_eq!(status, expected, "{policy:?}");
+        assert!(
+            took >= DEADLINE && took <= DEADLINE + SLACK,
+            "took {took:?}"
+        );
+    }
+    // Three failures in a row: the circuit is open and calls fail without a round trip.
+    let mut decision = store.decide(
+        &(),
+        1,
+        &Policy::new("default", QUOTA, Algorithm::TokenBucket).unwrap(),
+    );
+    let poll = std::pin::Pin::new(&mut decision).poll(&mut Context::from_waker(Waker::noop()));
+    assert!(
+        matches!(poll, Poll::Ready(Err(_))),
+        "open circuit fails at once"
+    );
+
+    proxy.set_delay(Duration::ZERO);
+    let quick = Instant::now();
+    // The slow calls ran on Redis (only their replies were late), so the bucket may be
+    // empty by now: any answer but 503 comes from Redis.
+    while request(&closed).await.0 == StatusCode::SERVICE_UNAVAILABLE {
+        assert!(
+            quick.elapsed() < Duration::from_secs(2),
+            "Redis not used again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// No more calls under way than allowed: the others fail at once.
+#[tokio::test]
+async fn in_flight_cap_holds() {
+    let server = RedisServer::start();
+    if server.skip_unless_owned("in_flight_cap_holds") {
+        return;
+    }
+    let proxy = SlowProxy::start(server.port()).await;
+    let store = RedisStore::builder(&proxy.url())
+        .prefix(&unique_prefix("cap"))
+        .deadline(Duration::from_secs(5))
+        .max_in_flight(8)
+        .connect()
+        .await
+        .unwrap();
+    proxy.set_delay(Duration::from_millis(300));
+    let policy = Policy::new(
+        "default",
+        Quota::per_hour(1).burst(100),
+        Algorithm::TokenBucket,
+    )
+    .unwrap();
+    let mut pending = Vec::new();
+    let mut refused = 0;
+    for i in 0..32u64 {
+        let mut decision = store.decide(&i, 1, &policy);
+        match std::pin::Pin::new(&mut decision).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Err(_)) => refused += 1,
+            Poll::Ready(Ok(decision)) => {
+                panic!("answered through a 300 ms proxy at once: {decision:?}")
+            }
+            Poll::Pending => pending.push(decision),
+        }
+    }
+    assert_eq!((pending.len(), refused), (8, 24));
+    for decision in pending {
+        assert!(decision.await.unwrap().is_allowed());
+    }
+    // Calls finished: room again.
+    assert!(store.decide(&99u64, 1, &policy).await.unwrap().is_allowed());
+}

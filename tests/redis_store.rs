@@ -1,0 +1,433 @@
+//! `RedisStore` against a real Redis: the reference cases, exact admission counts across
+//! stores and tasks, Redis time, script flushes, hostile keys and the deny cache.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use support::cases::{parse, Case};
+use support::redis_server::{unique_prefix, RedisServer};
+use tower_ratelimit::store::{RedisStore, Store};
+use tower_ratelimit::{Algorithm, Decision, Policy, Quota};
+
+/// Generous: these tests are about counting, not latency, and share a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::builder(server.url())
+        .prefix(prefix)
+        .deadline(DEADLINE)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn connection(server: &RedisServer) -> MultiplexedConnection {
+    let client = redis::Client::open(server.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Redis's clock, in microseconds since the Unix epoch.
+async fn redis_time(connection: &mut MultiplexedConnection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(connection).await.unwrap();
+    secs * 1_000_000 + micros
+}
+
+fn policy(quota: Quota) -> Policy {
+    Policy::new("default", quota, Algorithm::TokenBucket).unwrap()
+}
+
+/// Moves a key's state `by` into the past, as if that much time had gone by: GCRA depends
+/// only on `TAT − now`, so lowering the TAT is the same as advancing Redis's clock. Keeps
+/// the TTL exact, and deletes a key whose TAT has passed, as the store's script does.
+async fn age(connection: &mut MultiplexedConnection, key: &[u8], by: Duration) {
+    const AGE: &str = r"
+        local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[1])
+        local time = redis.call('TIME')
+        local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+        if tat <= now then
+          redis.call('DEL', KEYS[1])
+        else
+          redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+        end
+        return 0";
+    let _: i64 = redis::cmd("EVAL")
+        .arg(AGE)
+        .arg(1)
+        .arg(key)
+        .arg(by.as_micros() as u64)
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+/// Every duration of the reference cases times this: the smallest gap between a step and
+/// a boundary in the table (1 µs) becomes 100 ms, far more than a step can be late.
+const SCALE: u32 = 100_000;
+
+/// Runs one case, scaled, on Redis's clock. Time between steps is made by aging the key's
+/// state (see [`age`]); the real time that passes as well is measured with Redis `TIME`
+/// around the calls. A step may therefore run up to `late` after its planned time, `late`
+/// being the time since the first call that charged the key (the state's time base):
+/// outcome and remaining quota must be exact, and `reset`/`retry` at most `late` short of
+/// the table's. The store runs without its deny cache, since aging moves a TAT back, which
+/// real traffic never does.
+async fn run(
+    store: &RedisStore,
+    connection: &mut MultiplexedConnection,
+    case: &Case,
+    key: String,
+) -> Result<(), String> {
+    let policy =
+        Policy::new("default", case.quota, Algorithm::TokenBucket).map_err(|e| e.to_string())?;
+    let storage_key = store.storage_key(&key, &policy);
+    let refills = case.quota.period().is_some();
+    let mut planned = Duration::ZERO;
+    let mut charged_at = None;
+    for (i, step) in case.steps.iter().enumerate() {
+        if refills && step.at > planned {
+            age(connection, &storage_key, step.at - planned).await;
+        }
+        planned = step.at;
+        let before = redis_time(connection).await;
+        let decision = store
+            .decide(&key, step.cost, &policy)
+            .await
+            .map_err(|e| e.to_string())?;
+        let after = redis_time(connection).await;
+        let late = charged_at.map_or(Duration::ZERO, |at| Duration::from_micros(after - at));
+        step.expected
+            .check_late(&decision, late)
+            .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
+        if decision.is_allowed() && step.cost > 0 {
+            charged_at.get_or_insert(before);
+        }
+    }
+    Ok(())
+}
+
+/// The token-bucket reference table, all 26 cases, through `RedisStore` and its script.
+#[tokio::test]
+async fn token_bucket_table() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .prefix(&unique_prefix("table"))
+        .deadline(DEADLINE)
+        .deny_cache(false)
+        .connect()
+        .await
+        .unwrap();
+    let mut connection = connection(&server).await;
+    let cases = parse(include_str!("cases/token_bucket.txt"));
+    assert!(cases.len() >= 25, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (n, case) in cases.iter().enumerate() {
+        if let Err(e) = run(
+            &store,
+            &mut connection,
+            &case.scaled(SCALE),
+            format!("case{n}"),
+        )
+        .await
+        {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// A key lives exactly until its TAT; looks and denials write nothing; a fixed quota's
+/// count has no TTL.
+#[tokio::test]
+async fn keys_live_exactly_until_their_tat() {
+    let server = RedisServer::start();
+    let store = store(&server, &unique_prefix("ttl")).await;
+    let connection = connection(&server).await;
+    let pttl = |key: Vec<u8>| {
+        let mut connection = connection.clone();
+        async move {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            ttl
+        }
+    };
+    let mut connection = connection.clone();
+
+    let refilling = policy(Quota::per_minute(6).burst(5));
+    let key = store.storage_key(&"k", &refilling);
+    store.decide(&"k", 0, &refilling).await.unwrap();
+    assert_eq!(pttl(key.clone()).await, -2, "a look writes nothing");
+    let before = redis_time(&mut connection).await;
+    store.decide(&"k", 2, &refilling).await.unwrap();
+    let ttl = pttl(key.clone()).await;
+    let elapsed = (redis_time(&mut connection).await - before) / 1000 + 1;
+    // TAT = now + 2 × 10 s.
+    assert!(
+        ttl <= 20_000 && ttl >= 20_000 - elapsed as i64,
+        "ttl {ttl} ms"
+    );
+    let decision = store.decide(&"k", 5, &refilling).await.unwrap();
+    assert!(!decision.is_allowed());
+    assert!(
+        pttl(key.clone()).await <= ttl,
+        "a denial does not extend the key"
+    );
+
+    let fixed = policy(Quota::fixed(3));
+    store.decide(&"k", 1, &fixed).await.unwrap();
+    assert_eq!(pttl(store.storage_key(&"k", &fixed)).await, -1);
+}
+
+/// Counts what `stores × tasks` concurrent requests on one key were admitted.
+async fn admit_concurrently(
+    stores: &[RedisStore],
+    tasks: usize,
+    policy: &Policy,
+    cost_of: impl Fn(usize) -> u64,
+) -> Vec<(u64, bool)> {
+    let mut handles = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for t in 0..tasks {
+            let (store, policy) = (store.clone(), policy.clone());
+            let cost = cost_of(s * tasks + t);
+            handles.push(tokio::spawn(async move {
+                let decision = store
+                    .decide(&"shared", cost, &policy)
+                    .await
+                    .expect("no store error");
+                (cost, decision.is_allowed())
+            }));
+        }
+    }
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    results
+}
+
+async fn stores(server: &RedisServer, prefix: &str, n: usize) -> Vec<RedisStore> {
+    let mut stores = Vec::new();
+    for _ in 0..n {
+        stores.push(store(server, prefix).await);
+    }
+    stores
+}
+
+/// 4 stores (4 app servers) × 64 tasks on one key admit exactly `burst`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_share_one_limit_exactly() {
+    let server = RedisServer::start();
+    let stores = stores(&server, &unique_prefix("exact"), 4).await;
+    let policy = policy(Quota::per_hour(1).burst(100));
+    let results = admit_concurrently(&stores, 64, &policy, |_| 1).await;
+    let admitted = results.iter().filter(|(_, allowed)| *allowed).count();
+    assert_eq!(admitted, 100);
+}
+
+/// The same with weights: nothing over the burst, nothing lost, and no request denied that
+/// would have fitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn weighted_requests_share_one_limit_exactly() {
+    let server = RedisServer::start();
+    let stores = stores(&server, &unique_prefix("weighted"), 4).await;
+    let policy = policy(Quota::per_hour(1).burst(300));
+    let results = admit_concurrently(&stores, 64, &policy, |i| 1 + (i as u64 * 7) % 5).await;
+    let spent: u64 = results
+        .iter()
+        .filter(|(_, allowed)| *allowed)
+        .map(|(cost, _)| cost)
+        .sum();
+    assert!(spent <= 300, "over-admitted: {spent}");
+    let left = stores[0]
+        .decide(&"shared", 0, &policy)
+        .await
+        .unwrap()
+        .remaining;
+    assert_eq!(left, 300 - spent, "every admission charged once");
+    // Without refill, quota only shrinks: a denied request that fits what is left now
+    // would have fitted when it was denied.
+    let cheapest_denied = results
+        .iter()
+        .filter(|(_, allowed)| !allowed)
+        .map(|(cost, _)| *cost)
+        .min();
+    assert!(
+        cheapest_denied.is_some_and(|cost| cost > left),
+        "under-admitted: {left} left, {results:?}"
+    );
+}
+
+/// Decisions are made on Redis's clock from the state in Redis: a TAT written in Redis
+/// time 3.5 s ahead of `TIME` is read as 3.5 s of waiting, whatever the app's clock says.
+#[tokio::test]
+async fn decisions_follow_redis_time() {
+    let server = RedisServer::start();
+    let store = store(&server, &unique_prefix("clock")).await;
+    let mut connection = connection(&server).await;
+    let policy = policy(Quota::per_second(1).burst(1));
+    let key = store.storage_key(&"k", &policy);
+    let seeded = redis_time(&mut connection).await + 3_500_000;
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(seeded)
+        .arg("PX")
+        .arg(3_500)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let before = redis_time(&mut connection).await;
+    let decision = store.decide(&"k", 1, &policy).await.unwrap();
+    let after = redis_time(&mut connection).await;
+    // retry = TAT + 1 s − 1 s − now, with `now` Redis's time during the call.
+    let retry = decision_retry(&decision);
+    assert!(retry <= Duration::from_micros(seeded - before));
+    assert!(retry >= Duration::from_micros(seeded - after));
+}
+
+fn decision_retry(decision: &Decision) -> Duration {
+    match decision.outcome {
+        tower_ratelimit::Outcome::Denied {
+            retry_after: Some(retry),
+        } => retry,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+/// `SCRIPT FLUSH` while 4 stores decide: every call is answered (reloaded once on
+/// `NOSCRIPT`), and exactly `burst` are admitted: nothing is counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn script_flush_mid_run_is_invisible() {
+    let server = RedisServer::start();
+    let stores = stores(&server, &unique_prefix("flush"), 4).await;
+    let mut connection = connection(&server).await;
+    let policy = policy(Quota::per_hour(1).burst(400));
+    let flusher = tokio::spawn(async move {
+        for _ in 0..50 {
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    // Several rounds, so calls keep running while the flushes go on.
+    let mut admitted = 0;
+    for _ in 0..4 {
+        let results = admit_concurrently(&stores, 64, &policy, |_| 1).await;
+        admitted += results.iter().filter(|(_, allowed)| *allowed).count();
+    }
+    flusher.await.unwrap();
+    assert_eq!(admitted, 400);
+    assert_eq!(
+        stores[0]
+            .decide(&"shared", 0, &policy)
+            .await
+            .unwrap()
+            .remaining,
+        0
+    );
+}
+
+/// Hostile keys: 1 MiB, binary, braces. Each gets its own bucket, under a short key name
+/// that keeps its braces balanced (so it cannot pick its Cluster slot).
+#[tokio::test]
+async fn hostile_keys_are_safe() {
+    let server = RedisServer::start();
+    let store = store(&server, &unique_prefix("hostile")).await;
+    let policy = policy(Quota::per_hour(1).burst(1));
+    let keys: Vec<Vec<u8>> = vec![
+        vec![b'x'; 1 << 20],
+        vec![0, 255, b'\r', b'\n', b' '],
+        b"}{".to_vec(),
+        b"a}b".to_vec(),
+        b"{victim}".to_vec(),
+        b"victim".to_vec(),
+    ];
+    for key in &keys {
+        let name = store.storage_key(key, &policy);
+        assert!(name.len() < 128, "{} bytes", name.len());
+        assert_eq!(name.iter().filter(|&&b| b == b'{').count(), 1);
+        assert_eq!(name.iter().filter(|&&b| b == b'}').count(), 1);
+        assert!(
+            store.decide(key, 1, &policy).await.unwrap().is_allowed(),
+            "own bucket"
+        );
+    }
+    for key in &keys {
+        assert!(!store.decide(key, 1, &policy).await.unwrap().is_allowed());
+    }
+}
+
+/// Whether a decision was answered without waiting (the deny cache, for a denial).
+fn answered_locally<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    match std::pin::Pin::new(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+/// The deny cache answers denied traffic locally, and never denies a request Redis would
+/// allow: random costs at random times, each local denial checked at once against Redis
+/// through a store without a cache, with the time since the local denial as allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_cache_never_denies_what_redis_would_allow() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("deny");
+    let cached = store(&server, &prefix).await;
+    let uncached = RedisStore::builder(server.url())
+        .prefix(&prefix)
+        .deadline(DEADLINE)
+        .deny_cache(false)
+        .connect()
+        .await
+        .unwrap();
+    let policy = policy(Quota::new(10, Duration::from_millis(200)).burst(6));
+    let mut random = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % n
+    };
+    let (mut local, mut checked_denied) = (0, 0);
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_micros(next(15_000))).await;
+        let cost = 1 + next(6);
+        let started = std::time::Instant::now();
+        let mut decision = cached.decide(&"k", cost, &policy);
+        let Some(answer) = answered_locally(&mut decision) else {
+            decision.await.unwrap();
+            continue;
+        };
+        let answer = answer.unwrap();
+        if answer.is_allowed() {
+            continue; // Redis answered within the first poll
+        }
+        local += 1;
+        let retry = decision_retry(&answer);
+        let redis = uncached.decide(&"k", cost, &policy).await.unwrap();
+        if redis.is_allowed() {
+            // Only if the cached bound had passed by the time Redis decided.
+            assert!(
+                started.elapsed() >= retry,
+                "denied locally for {retry:?}, Redis allowed within {:?}",
+                started.elapsed()
+            );
+        } else {
+            checked_denied += 1;
+        }
+    }
+    assert!(local >= 50, "the cache answered only {local} requests");
+    assert!(
+        checked_denied >= local / 2,
+        "{checked_denied} of {local} confirmed at once"
+    );
+}
