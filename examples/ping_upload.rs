@@ -18,8 +18,8 @@
 //! ```
 //!
 //! `--algorithm leaky-bucket --max-delay-ms MS` shapes instead of rejecting: requests wait
-//! up to MS for their slot. Only the in-process store is available: the Redis flags exit
-//! with an error.
+//! up to MS for their slot. `--redis URL` (with `--features redis`) shares the limit with
+//! every instance on that Redis; `--on-redis-error` says what happens while it is down.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,9 +32,10 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use http::header::CONTENT_TYPE;
 use tower_ratelimit::key::{self, KeyError, KeyExtractor};
-use tower_ratelimit::store::MemoryStore;
+use tower_ratelimit::store::{MemoryStore, Store};
 use tower_ratelimit::{
-    weight, Algorithm, DecisionEvent, Policy, Quota, QuotaError, RateLimitLayer, RequestHead,
+    weight, Algorithm, DecisionEvent, FailurePolicy, Policy, Quota, QuotaError, RateLimitLayer,
+    RequestHead,
 };
 
 #[derive(Parser)]
@@ -198,9 +199,10 @@ async fn upload() -> impl IntoResponse {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    if args.redis.is_some() {
-        fail("--redis", "the Redis store is not built yet");
-    }
+    // Store trouble and configuration errors are logged to stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     if !args.redis_cluster.is_empty() {
         fail(
             "--redis-cluster",
@@ -217,12 +219,37 @@ async fn main() -> std::io::Result<()> {
         (AlgorithmArg::FixedWindow, None) => Algorithm::FixedWindow,
         (AlgorithmArg::SlidingWindow, None) => Algorithm::SlidingWindow,
     };
-
     let policy = Quota::per_secs_f64(args.limit, args.period_secs)
         .and_then(|quota| Policy::new("default", quota.burst(args.burst), algorithm))
         .unwrap_or_else(|error| fail(quota_flag(error), error));
-    let limiter = RateLimitLayer::with_policy(args.key, MemoryStore::new(), policy)
-        .weight(weight::by_path([("/api/upload", 3)]).default(1));
+    match args.redis.clone() {
+        None => serve(args, policy, MemoryStore::new()).await,
+        Some(url) => serve(args, policy, redis_store(&url).await).await,
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis_store(url: &str) -> tower_ratelimit::store::RedisStore {
+    tower_ratelimit::store::RedisStore::connect(url)
+        .await
+        .unwrap_or_else(|error| fail("--redis", error))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_store(_: &str) -> MemoryStore<Vec<u8>> {
+    fail("--redis", "run the example with `--features redis`")
+}
+
+/// Serves the demo routes behind the limiter, with state in `store`.
+async fn serve<S: Store<Vec<u8>>>(args: Args, policy: Policy, store: S) -> std::io::Result<()> {
+    let on_redis_error = match args.on_redis_error {
+        OnRedisError::Open => FailurePolicy::Open,
+        OnRedisError::Closed => FailurePolicy::Closed,
+        OnRedisError::Local => FailurePolicy::FallbackLocal,
+    };
+    let limiter = RateLimitLayer::with_policy(args.key, store, policy)
+        .weight(weight::by_path([("/api/upload", 3)]).default(1))
+        .on_store_error(on_redis_error);
     let limiter = if args.stats {
         let stats = Arc::new(Stats::default());
         tokio::spawn(Arc::clone(&stats).report());
