@@ -14,9 +14,8 @@ use tower_service::Service;
 
 use crate::body::ResponseBody;
 use crate::key::KeyExtractor;
-use crate::service::{Charge, Shared, Verdict};
+use crate::service::{Charge, Report, Shared, Verdict};
 use crate::store::Store;
-use crate::Decision;
 
 pin_project! {
     /// The response future of [`RateLimit`](crate::RateLimit): waits for the store's
@@ -47,13 +46,13 @@ pin_project! {
         Waiting {
             sleep: Pin<Box<Sleep>>,
             ready: Option<(Svc, Request<ReqBody>)>,
-            decision: Decision,
+            report: Option<Report>,
         },
         // The request passed; its decision goes into the response headers.
         Forwarding {
             #[pin]
             future: F,
-            decision: Option<Decision>,
+            report: Option<Report>,
         },
         // The layer answered without the inner service.
         Answered {
@@ -85,14 +84,15 @@ where
         }
     }
 
+    /// Forwarding, with the decision to report in the headers (`None`: no headers).
     pub(crate) fn forwarding(
         future: Svc::Future,
-        decision: Option<Decision>,
-        shared: Arc<Shared<K, S>>,
+        report: Option<Report>,
+        shared: Option<Arc<Shared<K, S>>>,
     ) -> Self {
         Self {
-            state: State::Forwarding { future, decision },
-            shared: Some(shared),
+            state: State::Forwarding { future, report },
+            shared,
         }
     }
 
@@ -100,14 +100,14 @@ where
         wait: Duration,
         ready: Svc,
         request: Request<ReqBody>,
-        decision: Decision,
+        report: Report,
         shared: Arc<Shared<K, S>>,
     ) -> Self {
         Self {
             state: State::Waiting {
                 sleep: Box::pin(tokio::time::sleep(wait)),
                 ready: Some((ready, request)),
-                decision,
+                report: Some(report),
             },
             shared: Some(shared),
         }
@@ -142,18 +142,21 @@ where
                 } => {
                     let decided = ready!(Pin::new(decision).poll(cx));
                     let shared = this.shared.as_ref().expect("set while deciding");
-                    let (mut inner, request) = ready
+                    let (mut inner, mut request) = ready
                         .take()
                         .expect("ResponseFuture polled after completion");
                     match shared.verdict(decided, charge) {
-                        Verdict::Forward(decision) => State::Forwarding {
-                            future: inner.call(request),
-                            decision,
-                        },
-                        Verdict::Wait(decision, wait) => State::Waiting {
+                        Verdict::Forward(report) => {
+                            shared.admit(&mut request, report.as_ref());
+                            State::Forwarding {
+                                future: inner.call(request),
+                                report,
+                            }
+                        }
+                        Verdict::Wait(report, wait) => State::Waiting {
                             sleep: Box::pin(tokio::time::sleep(wait)),
                             ready: Some((inner, request)),
-                            decision,
+                            report: Some(report),
                         },
                         // The ready inner service is dropped unused.
                         Verdict::Answer(response) => State::Answered {
@@ -164,21 +167,25 @@ where
                 StateProj::Waiting {
                     sleep,
                     ready,
-                    decision,
+                    report,
                 } => {
                     ready!(sleep.as_mut().poll(cx));
-                    let (mut inner, request) = ready
+                    let (mut inner, mut request) = ready
                         .take()
                         .expect("ResponseFuture polled after completion");
+                    let report = report.take();
+                    if let Some(shared) = this.shared {
+                        shared.admit(&mut request, report.as_ref());
+                    }
                     State::Forwarding {
                         future: inner.call(request),
-                        decision: Some(*decision),
+                        report,
                     }
                 }
-                StateProj::Forwarding { future, decision } => {
+                StateProj::Forwarding { future, report } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let (Some(decision), Some(shared)) = (decision.take(), this.shared) {
-                        shared.headers.write(response.headers_mut(), &decision);
+                    if let (Some(report), Some(shared)) = (report.take(), this.shared) {
+                        shared.write_headers(response.headers_mut(), &report);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }

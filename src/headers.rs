@@ -65,8 +65,12 @@ impl HeaderWriter {
         }
     }
 
-    /// Adds the rate-limit headers describing `decision`, and `Retry-After` if it is a
-    /// retryable denial.
+    /// The same header sets for another policy.
+    pub(crate) fn for_policy(&self, policy: &Policy) -> Self {
+        Self::new(self.which, policy)
+    }
+
+    /// Adds the rate-limit headers describing `decision`.
     pub(crate) fn write(&self, headers: &mut HeaderMap, decision: &Decision) {
         let reset = decision.reset.map(ceil_secs);
         if matches!(self.which, RateLimitHeaders::Ietf | RateLimitHeaders::Both) {
@@ -88,12 +92,16 @@ impl HeaderWriter {
                 headers.insert(&X_RATELIMIT_RESET, reset.into());
             }
         }
-        if let Outcome::Denied {
-            retry_after: Some(retry_after),
-        } = decision.outcome
-        {
-            headers.insert(RETRY_AFTER, ceil_secs(retry_after).max(1).into());
-        }
+    }
+}
+
+/// Adds `Retry-After` to a refusal that can be retried.
+pub(crate) fn write_retry_after(headers: &mut HeaderMap, decision: &Decision) {
+    if let Outcome::Denied {
+        retry_after: Some(retry_after),
+    } = decision.outcome
+    {
+        headers.insert(RETRY_AFTER, ceil_secs(retry_after).max(1).into());
     }
 }
 
@@ -111,6 +119,7 @@ mod tests {
         let policy = Policy::new("default", quota, Algorithm::TokenBucket).unwrap();
         let mut headers = HeaderMap::new();
         HeaderWriter::new(which, &policy).write(&mut headers, &decision);
+        write_retry_after(&mut headers, &decision);
         headers
     }
 

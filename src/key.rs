@@ -78,17 +78,48 @@ where
     }
 }
 
-/// Why a request has no key, and the status it is answered with.
+/// Why a request has no key, and what happens to it: answered with a status, or (by
+/// explicit choice, [`KeyError::skip`]) passed through unlimited.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyError {
     status: StatusCode,
     message: &'static str,
+    skip: bool,
 }
 
 impl KeyError {
     /// A request answered with `status` and `message` (sent as the problem `detail`).
     pub const fn new(status: StatusCode, message: &'static str) -> Self {
-        Self { status, message }
+        Self {
+            status,
+            message,
+            skip: false,
+        }
+    }
+
+    /// A request that is deliberately not limited: it reaches the service untouched and
+    /// carries no rate-limit headers. For example, requests of internal callers:
+    ///
+    /// ```
+    /// use tower_ratelimit::{key::KeyError, RequestHead};
+    ///
+    /// let tenant = |req: &RequestHead| match req.headers.get("x-tenant") {
+    ///     Some(tenant) => Ok(tenant.clone()),
+    ///     None if req.uri.path().starts_with("/internal/") => Err(KeyError::skip("internal")),
+    ///     None => Err(KeyError::new(http::StatusCode::UNAUTHORIZED, "no tenant")),
+    /// };
+    /// ```
+    pub const fn skip(reason: &'static str) -> Self {
+        Self {
+            status: StatusCode::OK,
+            message: reason,
+            skip: true,
+        }
+    }
+
+    /// Whether the request passes unlimited ([`KeyError::skip`]).
+    pub fn skips(&self) -> bool {
+        self.skip
     }
 
     /// The status the request is answered with.

@@ -11,10 +11,10 @@ use crate::headers::{HeaderWriter, RateLimitHeaders};
 use crate::key::KeyExtractor;
 use crate::observe::{DecisionEvent, OnDecision};
 use crate::reject::Rejection;
-use crate::service::{RateLimit, Shared};
+use crate::service::{RateLimit, Resolve, Shared, Skip};
 use crate::store::{MemoryStore, Store};
 use crate::weight::{self, Weigher};
-use crate::{Algorithm, FailurePolicy, Policy, Quota, QuotaError};
+use crate::{Algorithm, FailurePolicy, Policy, Quota, QuotaError, RequestHead};
 
 /// A custom rejection answer; see [`RateLimitLayer::on_rejection`].
 pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync>;
@@ -61,6 +61,10 @@ pub struct RateLimitLayer<K: KeyExtractor, S> {
     /// this layer makes, and the policy it enforces.
     fallback: (MemoryStore<K::Key>, Policy),
     on_decision: Option<OnDecision<K::Key>>,
+    skip: Option<Skip>,
+    resolve: Option<Resolve<K::Key>>,
+    shadow: bool,
+    expose_decision: bool,
 }
 
 impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
@@ -102,6 +106,10 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
             on_rejection: None,
             on_store_error: FailurePolicy::default(),
             on_decision: None,
+            skip: None,
+            resolve: None,
+            shadow: false,
+            expose_decision: false,
         }
     }
 
@@ -179,6 +187,64 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
         self
     }
 
+    /// Exempts the requests for which `predicate` holds (health checks, internal networks):
+    /// they reach the service untouched, uncounted and without rate-limit headers. Several
+    /// predicates exempt a request if any holds.
+    ///
+    /// ```
+    /// use tower_ratelimit::{key, store::MemoryStore, Quota, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(key::PeerIp, MemoryStore::new(), Quota::per_second(5))
+    ///     .skip(|req| req.uri.path() == "/healthz");
+    /// ```
+    pub fn skip<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.skip = Some(match self.skip.take() {
+            None => Arc::new(predicate),
+            Some(earlier) => Arc::new(move |req: &RequestHead<'_>| earlier(req) || predicate(req)),
+        });
+        self
+    }
+
+    /// Picks the policy per key and request (tiers: free and paid API keys); `None` keeps
+    /// the layer's. Each policy has its own state (its fingerprint is part of the storage
+    /// key) and the headers report the policy applied. Build the policies once and clone
+    /// them in `resolve` (a clone is a reference-count increment).
+    ///
+    /// ```
+    /// use tower_ratelimit::{key, store::MemoryStore, Algorithm, Policy, Quota, RateLimitLayer};
+    ///
+    /// let pro = Policy::new("pro", Quota::per_second(100), Algorithm::TokenBucket)?;
+    /// let layer = RateLimitLayer::new(key::Header::new("x-api-key"), MemoryStore::new(), Quota::per_second(10))
+    ///     .policy_for(move |api_key, _| api_key.as_bytes().starts_with(b"pro_").then(|| pro.clone()));
+    /// # Ok::<(), tower_ratelimit::QuotaError>(())
+    /// ```
+    pub fn policy_for<F>(mut self, resolve: F) -> Self
+    where
+        F: Fn(&K::Key, &RequestHead<'_>) -> Option<Policy> + Send + Sync + 'static,
+    {
+        self.resolve = Some(Arc::new(resolve));
+        self
+    }
+
+    /// Shadow mode: decide, charge and report (headers, decision hook, `tracing` at debug)
+    /// but never refuse, to roll a limit out safely. A request that would have been
+    /// refused reaches the service with its would-be decision in the headers.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Puts a [`RateLimitInfo`](crate::RateLimitInfo) (the decision and its policy) in the extensions of every
+    /// request that passes, for handlers to read (axum: `Extension<RateLimitInfo>`).
+    /// Off by default: it costs one allocation per request.
+    pub fn expose_decision(mut self, expose: bool) -> Self {
+        self.expose_decision = expose;
+        self
+    }
+
     /// Chooses the rate-limit headers (default: [`RateLimitHeaders::Both`]).
     pub fn headers(mut self, headers: RateLimitHeaders) -> Self {
         self.headers = headers;
@@ -230,6 +296,10 @@ where
                 on_store_error: self.on_store_error,
                 fallback: self.fallback.clone(),
                 on_decision: self.on_decision.clone(),
+                skip: self.skip.clone(),
+                resolve: self.resolve.clone(),
+                shadow: self.shadow,
+                expose_decision: self.expose_decision,
                 #[cfg(feature = "metrics")]
                 metrics: std::sync::OnceLock::new(),
             }),

@@ -83,4 +83,4 @@ pub use policy::Policy;
 pub use quota::{Quota, QuotaError};
 pub use reject::Rejection;
 pub use request::RequestHead;
-pub use service::RateLimit;
+pub use service::{RateLimit, RateLimitInfo};

@@ -8,11 +8,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::headers::HeaderWriter;
+use crate::headers::{write_retry_after, HeaderWriter};
 use crate::key::{KeyError, KeyExtractor};
 use crate::layer::OnRejection;
 use crate::observe::{DecisionEvent, DecisionSource, OnDecision};
@@ -46,27 +46,64 @@ pub(crate) struct Shared<K: KeyExtractor, S> {
     pub(crate) on_store_error: FailurePolicy,
     pub(crate) fallback: (MemoryStore<K::Key>, Policy),
     pub(crate) on_decision: Option<OnDecision<K::Key>>,
+    pub(crate) skip: Option<Skip>,
+    pub(crate) resolve: Option<Resolve<K::Key>>,
+    pub(crate) shadow: bool,
+    pub(crate) expose_decision: bool,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: std::sync::OnceLock<crate::observe::Metrics>,
 }
+
+/// A predicate exempting requests from the limit; see `RateLimitLayer::skip`.
+pub(crate) type Skip = Arc<dyn Fn(&RequestHead<'_>) -> bool + Send + Sync>;
+/// Picks a policy per key; see `RateLimitLayer::policy_for`.
+pub(crate) type Resolve<Key> = Arc<dyn Fn(&Key, &RequestHead<'_>) -> Option<Policy> + Send + Sync>;
 
 /// What a request is charged, and what its answer depends on.
 pub(crate) struct Charge<Key> {
     pub(crate) key: Key,
     pub(crate) cost: u64,
+    /// The policy for this key, when it is not the layer's.
+    pub(crate) policy: Option<Policy>,
     pub(crate) grpc: bool,
     /// When the request arrived, if anyone reads the decision latency.
     pub(crate) started: Option<Instant>,
 }
 
+/// A decision and the policy it was made under (`None`: the layer's).
+#[derive(Clone, Debug)]
+pub(crate) struct Report {
+    pub(crate) decision: Decision,
+    pub(crate) policy: Option<Policy>,
+}
+
 /// What to do with a request once its decision is known.
 pub(crate) enum Verdict {
     /// Forward it; put the decision (if any) in the response headers.
-    Forward(Option<Decision>),
+    Forward(Option<Report>),
     /// Forward it once its slot comes, after this wait (the leaky-bucket shaper).
-    Wait(Decision, Duration),
+    Wait(Report, Duration),
     /// Answer it with this response.
     Answer(Response<Bytes>),
+}
+
+/// The decision for the current request, in its extensions when
+/// [`RateLimitLayer::expose_decision`](crate::RateLimitLayer::expose_decision) is on.
+///
+/// ```
+/// use axum::Extension;
+/// use tower_ratelimit::RateLimitInfo;
+///
+/// async fn handler(Extension(info): Extension<RateLimitInfo>) -> String {
+///     format!("{} left under {}", info.decision.remaining, info.policy.name())
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RateLimitInfo {
+    /// The decision that let the request through.
+    pub decision: Decision,
+    /// The policy it was decided under.
+    pub policy: Policy,
 }
 
 static STORE_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
@@ -89,7 +126,9 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             cost,
             grpc,
             started,
+            ..
         } = *charge;
+        let policy = charge.policy.as_ref().unwrap_or(&self.policy);
         let (decision, source) = match decided {
             Ok(decision) => (Some(decision), DecisionSource::Store),
             Err(error) => {
@@ -98,8 +137,9 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 }
                 match self.on_store_error {
                     FailurePolicy::FallbackLocal => {
-                        let (store, policy) = &self.fallback;
-                        let decision = store.decide_now(key, cost, policy);
+                        let (store, fallback) = &self.fallback;
+                        let fallback = charge.policy.as_ref().unwrap_or(fallback);
+                        let decision = store.decide_now(key, cost, fallback);
                         (Some(decision), DecisionSource::Fallback)
                     }
                     FailurePolicy::Open | FailurePolicy::Closed => {
@@ -113,7 +153,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             let event = DecisionEvent {
                 key,
                 cost,
-                policy: &self.policy,
+                policy,
                 decision: decision.as_ref(),
                 source,
                 latency: started.elapsed(),
@@ -136,14 +176,22 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 )),
             };
         };
+        let report = Report {
+            decision,
+            policy: charge.policy.clone(),
+        };
         match decision.outcome {
-            Outcome::Allowed => return Verdict::Forward(Some(decision)),
-            Outcome::Delayed { wait } => return Verdict::Wait(decision, wait),
+            Outcome::Allowed => return Verdict::Forward(Some(report)),
+            Outcome::Delayed { wait } => return Verdict::Wait(report, wait),
+            Outcome::Denied { .. } | Outcome::CostExceedsBurst if self.shadow => {
+                tracing::debug!(cost, outcome = ?decision.outcome, "shadow mode: would refuse");
+                return Verdict::Forward(Some(report));
+            }
             Outcome::Denied { .. } | Outcome::CostExceedsBurst => {}
         }
         let rejection = Rejection {
             decision: &decision,
-            policy: &self.policy,
+            policy,
             cost,
             grpc,
         };
@@ -151,8 +199,30 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             Some(on_rejection) => on_rejection(&rejection),
             None => rejection.default_response(),
         };
-        self.headers.write(response.headers_mut(), &decision);
+        self.write_headers(response.headers_mut(), &report);
+        write_retry_after(response.headers_mut(), &decision);
         Verdict::Answer(response)
+    }
+
+    /// Adds the rate-limit headers for `report`.
+    pub(crate) fn write_headers(&self, headers: &mut HeaderMap, report: &Report) {
+        match &report.policy {
+            None => self.headers.write(headers, &report.decision),
+            Some(policy) => self
+                .headers
+                .for_policy(policy)
+                .write(headers, &report.decision),
+        }
+    }
+
+    /// Readies a request that passes: puts its decision in the extensions if asked to.
+    pub(crate) fn admit<B>(&self, request: &mut Request<B>, report: Option<&Report>) {
+        if let (true, Some(report)) = (self.expose_decision, report) {
+            request.extensions_mut().insert(RateLimitInfo {
+                decision: report.decision,
+                policy: report.policy.clone().unwrap_or_else(|| self.policy.clone()),
+            });
+        }
     }
 }
 
@@ -202,23 +272,32 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         let head = RequestHead::of(&request);
+        if shared.skip.as_ref().is_some_and(|skip| skip(&head)) {
+            return ResponseFuture::forwarding(self.inner.call(request), None, None);
+        }
         let grpc = head.is_grpc();
         let key = match shared.key.extract(&head) {
             Ok(key) => key,
+            Err(error) if error.skips() => {
+                return ResponseFuture::forwarding(self.inner.call(request), None, None)
+            }
             Err(error) => return ResponseFuture::answered(key_error_response(&error, grpc)),
         };
         let charge = Charge {
-            key,
             cost: shared.weigher.weigh(&head),
+            policy: shared
+                .resolve
+                .as_ref()
+                .and_then(|resolve| resolve(&key, &head)),
+            key,
             grpc,
             started: shared.start_timer(),
         };
-        let mut decision = shared
-            .store
-            .decide(&charge.key, charge.cost, &shared.policy);
+        let policy = charge.policy.as_ref().unwrap_or(&shared.policy);
+        let mut decision = shared.store.decide(&charge.key, charge.cost, policy);
         // An in-process store has decided already: act now, with no clone of the service.
         let noop = &mut Context::from_waker(Waker::noop());
         let decided = match Pin::new(&mut decision).poll(noop) {
@@ -230,13 +309,14 @@ where
             }
         };
         match shared.verdict(decided, &charge) {
-            Verdict::Forward(decision) => {
-                let future = self.inner.call(request);
-                ResponseFuture::forwarding(future, decision, Arc::clone(shared))
+            Verdict::Forward(report) => {
+                shared.admit(&mut request, report.as_ref());
+                let shared = Arc::clone(shared);
+                ResponseFuture::forwarding(self.inner.call(request), report, Some(shared))
             }
-            Verdict::Wait(decision, wait) => {
+            Verdict::Wait(report, wait) => {
                 let (ready, shared) = (self.take_ready(), Arc::clone(&self.shared));
-                ResponseFuture::waiting(wait, ready, request, decision, shared)
+                ResponseFuture::waiting(wait, ready, request, report, shared)
             }
             Verdict::Answer(response) => {
                 // The ready inner service is dropped unused, releasing what it reserved.

@@ -1,0 +1,95 @@
+//! Per-key policies and key hygiene on a real Redis: tiers keep their own state, secrets
+//! never become key names, IPv4-mapped addresses share the IPv4 bucket.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::net::IpAddr;
+
+use http::{Request, StatusCode};
+use redis::AsyncCommands;
+use support::redis_server::{unique_prefix, RedisServer};
+use tower::{Layer, ServiceExt};
+use tower_ratelimit::store::{RedisStore, Store};
+use tower_ratelimit::{key, Algorithm, Policy, Quota, RateLimitLayer};
+
+async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::builder(server.url())
+        .prefix(prefix)
+        .deadline(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn key_names(server: &RedisServer, prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut names: Vec<String> = connection.keys(format!("{prefix}:*")).await.unwrap();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn tiers_keep_their_own_state_and_secrets_stay_hashed() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("tiers");
+    let pro = Policy::new("pro", Quota::per_hour(20), Algorithm::TokenBucket).unwrap();
+    let layer = RateLimitLayer::new(
+        key::Header::new("x-api-key"),
+        store(&server, &prefix).await,
+        Quota::per_hour(2),
+    )
+    .policy_for(move |api_key, _| api_key.as_bytes().starts_with(b"pro_").then(|| pro.clone()));
+    let service = layer.layer(tower::service_fn(|_: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    }));
+    let call = |api_key: &'static str| {
+        let request = Request::get("/")
+            .header("x-api-key", api_key)
+            .body(())
+            .unwrap();
+        service.clone().oneshot(request)
+    };
+    let mut free = Vec::new();
+    for _ in 0..3 {
+        free.push(call("free_secret_1").await.unwrap().status());
+    }
+    assert_eq!(
+        free,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let paid = call("pro_secret_2").await.unwrap();
+    assert_eq!(paid.headers()["ratelimit"], r#""pro";r=19;t=180"#);
+    // Two keys, one per tier, and neither API key appears in a key name.
+    let names = key_names(&server, &prefix).await;
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names.iter().all(|name| !name.contains("secret")),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn ipv4_mapped_addresses_share_the_ipv4_bucket() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("mapped");
+    let store = store(&server, &prefix).await;
+    let policy = Policy::new("default", Quota::per_hour(2), Algorithm::TokenBucket).unwrap();
+    let v4: IpAddr = "192.0.2.7".parse().unwrap();
+    let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+    assert!(store.decide(&v4, 1, &policy).await.unwrap().is_allowed());
+    assert!(store
+        .decide(&mapped, 1, &policy)
+        .await
+        .unwrap()
+        .is_allowed());
+    assert!(!store.decide(&v4, 1, &policy).await.unwrap().is_allowed());
+    let names = key_names(&server, &prefix).await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].contains("{192.0.2.7}"), "{names:?}");
+}
