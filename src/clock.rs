@@ -14,9 +14,9 @@ pub trait Clock: Clone + Send + Sync + 'static {
 
 /// The process's monotonic clock. The default.
 ///
-/// Reads the CPU's time-stamp counter through [`quanta`] where it is invariant (x86-64,
-/// aarch64), else the OS monotonic clock: a few nanoseconds per reading instead of a
-/// `clock_gettime` call. The counter is probed and calibrated once per process (at most
+/// Reads the CPU's counter through [`quanta`] (an invariant TSC on x86-64, the system
+/// counter on aarch64), else the OS monotonic clock: a few nanoseconds per reading instead
+/// of a `clock_gettime` call. The counter is probed and calibrated once per process (at most
 /// 200 ms, on the first [`MonotonicClock::new`]); every clock then shares that calibration.
 #[derive(Clone, Copy, Debug)]
 pub struct MonotonicClock {
