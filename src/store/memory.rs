@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::{mapref::entry::Entry, DashMap};
+use foldhash::fast::RandomState;
 
 use super::{Store, StoreError};
 use crate::algorithm::EMPTY;
@@ -51,7 +52,9 @@ pub struct MemoryStore<K, C = MonotonicClock> {
 }
 
 struct Shared<K, C> {
-    states: DashMap<Slot<K>, AtomicU64>,
+    /// foldhash with a random seed per map: keys are chosen by clients, so not a fixed
+    /// hash, and SipHash would cost more than the rest of a decision.
+    states: DashMap<Slot<K>, AtomicU64, RandomState>,
     /// The policies that have state here, so a sweep knows how to read each state word.
     policies: RwLock<Vec<Policy>>,
     clock: C,
@@ -88,7 +91,7 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
     pub fn with_clock(clock: C) -> Self {
         Self {
             shared: Arc::new(Shared {
-                states: DashMap::new(),
+                states: DashMap::default(),
                 policies: RwLock::new(Vec::new()),
                 clock,
                 max_keys: AtomicUsize::new(1 << 20),
