@@ -36,16 +36,16 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<D, Svc, ReqBody, F, Key> {
-        // The store is deciding; the ready inner service waits with the request.
+        // The store is deciding; the ready inner service waits with the request. Boxed,
+        // like the next state, so that in-process decisions keep the future small.
         Deciding {
             decision: D,
-            ready: Option<(Svc, Request<ReqBody>)>,
-            charge: Charge<Key>,
+            pending: Option<Box<(Svc, Request<ReqBody>, Charge<Key>)>>,
         },
         // The request passed but waits for its slot (the leaky-bucket shaper).
         Waiting {
             sleep: Pin<Box<Sleep>>,
-            ready: Option<(Svc, Request<ReqBody>)>,
+            ready: Option<Box<(Svc, Request<ReqBody>)>>,
             report: Option<Report>,
         },
         // The request passed; its decision goes into the response headers.
@@ -77,8 +77,7 @@ where
         Self {
             state: State::Deciding {
                 decision,
-                ready: Some((ready, request)),
-                charge,
+                pending: Some(Box::new((ready, request, charge))),
             },
             shared: Some(shared),
         }
@@ -106,7 +105,7 @@ where
         Self {
             state: State::Waiting {
                 sleep: Box::pin(tokio::time::sleep(wait)),
-                ready: Some((ready, request)),
+                ready: Some(Box::new((ready, request))),
                 report: Some(report),
             },
             shared: Some(shared),
@@ -135,17 +134,13 @@ where
         let mut this = self.project();
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Deciding {
-                    decision,
-                    ready,
-                    charge,
-                } => {
+                StateProj::Deciding { decision, pending } => {
                     let decided = ready!(Pin::new(decision).poll(cx));
                     let shared = this.shared.as_ref().expect("set while deciding");
-                    let (mut inner, mut request) = ready
+                    let (mut inner, mut request, charge) = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    match shared.verdict(decided, charge) {
+                    match shared.verdict(decided, &charge) {
                         Verdict::Forward(report) => {
                             shared.admit(&mut request, report.as_ref());
                             State::Forwarding {
@@ -155,7 +150,7 @@ where
                         }
                         Verdict::Wait(report, wait) => State::Waiting {
                             sleep: Box::pin(tokio::time::sleep(wait)),
-                            ready: Some((inner, request)),
+                            ready: Some(Box::new((inner, request))),
                             report: Some(report),
                         },
                         // The ready inner service is dropped unused.
@@ -170,7 +165,7 @@ where
                     report,
                 } => {
                     ready!(sleep.as_mut().poll(cx));
-                    let (mut inner, mut request) = ready
+                    let (mut inner, mut request) = *ready
                         .take()
                         .expect("ResponseFuture polled after completion");
                     let report = report.take();

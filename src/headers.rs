@@ -13,6 +13,8 @@
 //! Times are rounded up so a client that waits as told is never early. `w` and `t` are
 //! left out for a quota that never refills, and so is `Retry-After`.
 
+use std::fmt::Write;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::header::RETRY_AFTER;
@@ -45,7 +47,8 @@ pub enum RateLimitHeaders {
 #[derive(Debug)]
 pub(crate) struct HeaderWriter {
     which: RateLimitHeaders,
-    name: String,
+    /// `"<name>";r=`, the start of the `RateLimit` field.
+    field_start: String,
     policy: HeaderValue,
     limit: HeaderValue,
 }
@@ -59,9 +62,9 @@ impl HeaderWriter {
         let policy_value = format!("\"{}\";q={}{window}", policy.name(), quota.burst_size());
         Self {
             which,
-            name: policy.name().to_owned(),
+            field_start: format!("\"{}\";r=", policy.name()),
             policy: HeaderValue::try_from(policy_value).expect("policy names are sf-strings"),
-            limit: HeaderValue::from(quota.burst_size()),
+            limit: number(quota.burst_size()),
         }
     }
 
@@ -72,12 +75,17 @@ impl HeaderWriter {
 
     /// Adds the rate-limit headers describing `decision`.
     pub(crate) fn write(&self, headers: &mut HeaderMap, decision: &Decision) {
+        if self.which == RateLimitHeaders::None {
+            return;
+        }
         let reset = decision.reset.map(ceil_secs);
+        headers.reserve(5);
         if matches!(self.which, RateLimitHeaders::Ietf | RateLimitHeaders::Both) {
-            let mut field = format!("\"{}\";r={}", self.name, decision.remaining);
+            let mut field = String::with_capacity(self.field_start.len() + 24);
+            field.push_str(&self.field_start);
+            let _ = write!(field, "{}", decision.remaining);
             if let Some(reset) = reset {
-                field.push_str(";t=");
-                field.push_str(&reset.to_string());
+                let _ = write!(field, ";t={reset}");
             }
             headers.insert(&RATELIMIT_POLICY, self.policy.clone());
             headers.insert(&RATELIMIT, HeaderValue::try_from(field).expect("ascii"));
@@ -87,9 +95,9 @@ impl HeaderWriter {
             RateLimitHeaders::Legacy | RateLimitHeaders::Both
         ) {
             headers.insert(&X_RATELIMIT_LIMIT, self.limit.clone());
-            headers.insert(&X_RATELIMIT_REMAINING, decision.remaining.into());
+            headers.insert(&X_RATELIMIT_REMAINING, number(decision.remaining));
             if let Some(reset) = reset {
-                headers.insert(&X_RATELIMIT_RESET, reset.into());
+                headers.insert(&X_RATELIMIT_RESET, number(reset));
             }
         }
     }
@@ -103,6 +111,30 @@ pub(crate) fn write_retry_after(headers: &mut HeaderMap, decision: &Decision) {
     {
         headers.insert(RETRY_AFTER, ceil_secs(retry_after).max(1).into());
     }
+}
+
+/// `n` as a header value. Numbers below 1024 (most counts and delays) are formatted once
+/// per process into static text, so their values are cloned without allocating.
+fn number(n: u64) -> HeaderValue {
+    const CACHED: usize = 1024;
+    static NUMBERS: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let numbers = NUMBERS.get_or_init(|| {
+        let text: String = (0..CACHED).map(|n| n.to_string()).collect();
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        let mut start = 0;
+        (0..CACHED)
+            .map(|n| {
+                let end = start + n.to_string().len();
+                let value = HeaderValue::from_static(&text[start..end]);
+                start = end;
+                value
+            })
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| numbers.get(n).cloned())
+        .unwrap_or_else(|| n.into())
 }
 
 /// Whole seconds, rounded up.
@@ -201,6 +233,13 @@ mod tests {
         assert_eq!(headers["ratelimit"], r#""default";r=0"#);
         assert!(headers.get("x-ratelimit-reset").is_none());
         assert!(headers.get("retry-after").is_none());
+    }
+
+    #[test]
+    fn numbers_cached_or_not_read_the_same() {
+        for n in [0, 7, 1023, 1024, 86_400, u64::MAX] {
+            assert_eq!(number(n), n.to_string().as_str());
+        }
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub(crate) struct Charge<Key> {
     pub(crate) key: Key,
     pub(crate) cost: u64,
     /// The policy for this key, when it is not the layer's.
-    pub(crate) policy: Option<Policy>,
+    pub(crate) policy: Option<Arc<Policy>>,
     pub(crate) grpc: bool,
     /// When the request arrived, if anyone reads the decision latency.
     pub(crate) started: Option<Instant>,
@@ -74,7 +74,7 @@ pub(crate) struct Charge<Key> {
 #[derive(Clone, Debug)]
 pub(crate) struct Report {
     pub(crate) decision: Decision,
-    pub(crate) policy: Option<Policy>,
+    pub(crate) policy: Option<Arc<Policy>>,
 }
 
 /// What to do with a request once its decision is known.
@@ -128,7 +128,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             started,
             ..
         } = *charge;
-        let policy = charge.policy.as_ref().unwrap_or(&self.policy);
+        let policy = charge.policy.as_deref().unwrap_or(&self.policy);
         let (decision, source) = match decided {
             Ok(decision) => (Some(decision), DecisionSource::Store),
             Err(error) => {
@@ -138,7 +138,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 match self.on_store_error {
                     FailurePolicy::FallbackLocal => {
                         let (store, fallback) = &self.fallback;
-                        let fallback = charge.policy.as_ref().unwrap_or(fallback);
+                        let fallback = charge.policy.as_deref().unwrap_or(fallback);
                         let decision = store.decide_now(key, cost, fallback);
                         (Some(decision), DecisionSource::Fallback)
                     }
@@ -220,7 +220,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         if let (true, Some(report)) = (self.expose_decision, report) {
             request.extensions_mut().insert(RateLimitInfo {
                 decision: report.decision,
-                policy: report.policy.clone().unwrap_or_else(|| self.policy.clone()),
+                policy: report.policy.as_deref().unwrap_or(&self.policy).clone(),
             });
         }
     }
@@ -291,12 +291,13 @@ where
             policy: shared
                 .resolve
                 .as_ref()
-                .and_then(|resolve| resolve(&key, &head)),
+                .and_then(|resolve| resolve(&key, &head))
+                .map(Arc::new),
             key,
             grpc,
             started: shared.start_timer(),
         };
-        let policy = charge.policy.as_ref().unwrap_or(&shared.policy);
+        let policy = charge.policy.as_deref().unwrap_or(&shared.policy);
         let mut decision = shared.store.decide(&charge.key, charge.cost, policy);
         // An in-process store has decided already: act now, with no clone of the service.
         let noop = &mut Context::from_waker(Waker::noop());

@@ -68,7 +68,9 @@ struct Shared<K, C> {
 /// One key under one policy: state under another quota or algorithm is never shared.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Slot<K> {
-    policy: u64,
+    /// The low 32 bits of the policy fingerprint: with the key, an entry fits in 32 bytes
+    /// for `IpAddr` keys. Two policies on one store collide with probability 2^-32.
+    policy: u32,
     key: K,
 }
 
@@ -129,7 +131,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
         let slot = Slot {
-            policy: policy.fingerprint(),
+            policy: policy.fingerprint() as u32,
             key: key.clone(),
         };
         if let Some(state) = shared.states.get(&slot) {
@@ -208,7 +210,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         let mut removed = 0;
         shared.states.retain(|slot, state| {
             let idle = policies.iter().any(|p| {
-                p.fingerprint() == slot.policy
+                p.fingerprint() as u32 == slot.policy
                     && p.algorithm().is_idle(state.load(Relaxed), now, p.quota())
             });
             removed += usize::from(idle);
