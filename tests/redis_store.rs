@@ -8,10 +8,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use support::cases::{parse, Case};
+use support::cases::{parse, Case, Expected};
 use support::redis_server::{unique_prefix, RedisServer};
 use tower_ratelimit::store::{RedisStore, Store};
-use tower_ratelimit::{Algorithm, Decision, Policy, Quota};
+use tower_ratelimit::{Algorithm, Decision, Outcome, Policy, Quota};
 
 /// Generous: these tests are about counting, not latency, and share a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -74,15 +74,15 @@ const SCALE: u32 = 100_000;
 /// being the time since the first call that charged the key (the state's time base):
 /// outcome and remaining quota must be exact, and `reset`/`retry` at most `late` short of
 /// the table's. The store runs without its deny cache, since aging moves a TAT back, which
-/// real traffic never does.
+/// real traffic never does. For the GCRA algorithms: the buckets and the shaper.
 async fn run(
     store: &RedisStore,
     connection: &mut MultiplexedConnection,
     case: &Case,
+    algorithm: Algorithm,
     key: String,
 ) -> Result<(), String> {
-    let policy =
-        Policy::new("default", case.quota, Algorithm::TokenBucket).map_err(|e| e.to_string())?;
+    let policy = Policy::new("default", case.quota, algorithm).map_err(|e| e.to_string())?;
     let storage_key = store.storage_key(&key, &policy);
     let refills = case.quota.period().is_some();
     let mut planned = Duration::ZERO;
@@ -109,26 +109,52 @@ async fn run(
     Ok(())
 }
 
-/// The token-bucket reference table, all 26 cases, through `RedisStore` and its script.
-#[tokio::test]
-async fn token_bucket_table() {
-    let server = RedisServer::start();
-    let store = RedisStore::builder(server.url())
-        .prefix(&unique_prefix("table"))
+/// A store without the deny cache (the table runners move state back in time).
+async fn uncached_store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::builder(server.url())
+        .prefix(&unique_prefix(prefix))
         .deadline(DEADLINE)
         .deny_cache(false)
         .connect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The algorithm a table's case runs with.
+fn algorithm_for(table: &str) -> impl Fn(&Case) -> Algorithm + '_ {
+    move |case| match table {
+        "token_bucket" => Algorithm::TokenBucket,
+        "leaky_bucket" => Algorithm::LeakyBucket,
+        "shaper" => Algorithm::LeakyBucketShaper {
+            max_delay: case.max_delay.expect("shaper cases set max-delay"),
+        },
+        "fixed_window" => Algorithm::FixedWindow,
+        "sliding_window" => Algorithm::SlidingWindow,
+        other => panic!("no table {other}"),
+    }
+}
+
+fn table(name: &str) -> Vec<Case> {
+    let path = format!("{}/tests/cases/{name}.txt", env!("CARGO_MANIFEST_DIR"));
+    parse(&std::fs::read_to_string(path).unwrap())
+}
+
+/// Runs a GCRA table (see [`run`]) through `RedisStore` and its script, one case after
+/// another.
+async fn gcra_table(name: &str) -> usize {
+    let server = RedisServer::start();
+    let store = uncached_store(&server, name).await;
     let mut connection = connection(&server).await;
-    let cases = parse(include_str!("cases/token_bucket.txt"));
-    assert!(cases.len() >= 25, "{} cases", cases.len());
+    let cases = table(name);
+    let algorithm = algorithm_for(name);
     let mut failures = Vec::new();
     for (n, case) in cases.iter().enumerate() {
+        let scaled = case.scaled(SCALE);
         if let Err(e) = run(
             &store,
             &mut connection,
-            &case.scaled(SCALE),
+            &scaled,
+            algorithm(&scaled),
             format!("case{n}"),
         )
         .await
@@ -137,6 +163,174 @@ async fn token_bucket_table() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    cases.len()
+}
+
+/// The token-bucket reference table, all 26 cases.
+#[tokio::test]
+async fn token_bucket_table() {
+    assert!(gcra_table("token_bucket").await >= 25);
+}
+
+/// The leaky-bucket (meter) table.
+#[tokio::test]
+async fn leaky_bucket_table() {
+    gcra_table("leaky_bucket").await;
+}
+
+/// The shaper table: delays, reserved slots and a full queue, as in process.
+#[tokio::test]
+async fn shaper_table() {
+    gcra_table("shaper").await;
+}
+
+/// Window tables run on Redis's real clock, a table second being this many seconds.
+const WINDOW_SCALE: u32 = 2;
+
+/// How early a window step's wait begins polling Redis `TIME`.
+const LEAD: u64 = 5_000;
+
+/// Moves a window state `windows` periods into the past, as if that much time had gone by:
+/// the window scripts depend only on how many windows lie between the stored one and the
+/// current one, and on the time within the current one. Shortens the TTL to match.
+async fn age_window(connection: &mut MultiplexedConnection, key: &[u8], windows: u64, period: u64) {
+    const AGE: &str = r"
+        local state = redis.call('GET', KEYS[1])
+        if not state then return 0 end
+        local window, rest = string.match(state, '^(%d+)(.*)$')
+        local ttl = redis.call('PTTL', KEYS[1]) - tonumber(ARGV[2])
+        if ttl <= 0 then
+          redis.call('DEL', KEYS[1])
+        else
+          local aged = string.format('%.0f', tonumber(window) - tonumber(ARGV[1]))
+          redis.call('SET', KEYS[1], aged .. rest, 'PX', ttl)
+        end
+        return 0";
+    let _: i64 = redis::cmd("EVAL")
+        .arg(AGE)
+        .arg(1)
+        .arg(key)
+        .arg(windows)
+        .arg(windows * period / 1000)
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+/// The shortest positive time a step expects: being later than that could change its
+/// answer.
+fn shortest_time(expected: &Expected) -> Option<Duration> {
+    let times = match *expected {
+        Expected::Allow { reset, .. } => [reset, None],
+        Expected::Deny { retry, .. } => [retry, None],
+        Expected::Delay { wait, .. } => [Some(wait), None],
+        Expected::TooCostly { .. } => [None, None],
+    };
+    times.into_iter().flatten().filter(|t| !t.is_zero()).min()
+}
+
+/// Runs one window case on Redis's real clock. Window edges are multiples of the period in
+/// Redis time, so the case's origin is put on an edge, and each step is made when Redis
+/// `TIME` reaches its planned offset within its window (polled from just before). Whole
+/// idle windows are skipped by aging the state ([`age_window`]), which is exact. A step
+/// made `late` must get exactly the expected outcome and remaining quota, with times at
+/// most `late` short. `Ok(Some(reason))`: the attempt proves nothing, because a step ran
+/// so late that the table's answer could have changed (past its shortest expected time or
+/// past its window's end).
+async fn run_windows(
+    store: &RedisStore,
+    connection: &mut MultiplexedConnection,
+    case: &Case,
+    algorithm: Algorithm,
+    key: String,
+) -> Result<Option<String>, String> {
+    let policy = Policy::new("default", case.quota, algorithm).map_err(|e| e.to_string())?;
+    let storage_key = store.storage_key(&key, &policy);
+    let period = case.quota.period().unwrap().as_micros() as u64;
+    let mut base = redis_time(connection).await / period * period;
+    let mut charged = false;
+    for (i, step) in case.steps.iter().enumerate() {
+        let at = step.at.as_micros() as u64;
+        let mut now = redis_time(connection).await;
+        let mut target = base + at;
+        if !charged && target < now + LEAD {
+            // No state yet: the origin may move to a later edge.
+            base += (now + LEAD - target).div_ceil(period) * period;
+            target = base + at;
+        }
+        if target > now + LEAD + period {
+            let windows = (target - now - LEAD) / period;
+            age_window(connection, &storage_key, windows, period).await;
+            base -= windows * period;
+            target -= windows * period;
+        }
+        if target > now + LEAD {
+            tokio::time::sleep(Duration::from_micros(target - now - LEAD)).await;
+        }
+        while now < target {
+            now = redis_time(connection).await;
+        }
+        let decision = store
+            .decide(&key, step.cost, &policy)
+            .await
+            .map_err(|e| e.to_string())?;
+        let late = Duration::from_micros(redis_time(connection).await - target);
+        let window_left = Duration::from_micros(period - at % period);
+        if late >= window_left || shortest_time(&step.expected).is_some_and(|t| late >= t) {
+            return Ok(Some(format!("step {} ran {late:?} late", i + 1)));
+        }
+        step.expected
+            .check_late(&decision, late)
+            .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
+        charged |= decision.is_allowed() && step.cost > 0;
+    }
+    Ok(None)
+}
+
+/// Runs a window table, all cases at once on their own keys, each up to 3 times if an
+/// attempt proves nothing (see [`run_windows`]).
+async fn window_table(name: &str) {
+    let server = RedisServer::start();
+    let store = uncached_store(&server, name).await;
+    let connection = connection(&server).await;
+    let algorithm = algorithm_for(name);
+    let mut handles = Vec::new();
+    for (n, case) in table(name).iter().enumerate() {
+        let (store, mut connection) = (store.clone(), connection.clone());
+        let case = case.scaled(WINDOW_SCALE);
+        let algorithm = algorithm(&case);
+        handles.push(tokio::spawn(async move {
+            let mut voided = Vec::new();
+            for attempt in 0..3 {
+                let key = format!("case{n}-{attempt}");
+                match run_windows(&store, &mut connection, &case, algorithm, key).await {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(reason)) => voided.push(reason),
+                    Err(e) => return Err(format!("{}: {e}", case.name)),
+                }
+            }
+            Err(format!("{}: no conclusive attempt: {voided:?}", case.name))
+        }));
+    }
+    let mut failures = Vec::new();
+    for handle in handles {
+        if let Err(e) = handle.await.unwrap() {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// The fixed-window table on Redis's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_window_table() {
+    window_table("fixed_window").await;
+}
+
+/// The sliding-window table on Redis's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sliding_window_table() {
+    window_table("sliding_window").await;
 }
 
 /// A key lives exactly until its TAT; looks and denials write nothing; a fixed quota's
