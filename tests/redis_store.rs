@@ -625,3 +625,76 @@ async fn deny_cache_never_denies_what_redis_would_allow() {
         "{checked_denied} of {local} confirmed at once"
     );
 }
+
+/// The shaper over real Redis time: 40 concurrent requests from 2 stores on one key, at
+/// 10/s with burst 1 and 1 s of queue. Made within one interval of each other, exactly
+/// 1 + 1 s / 100 ms = 11 pass (one at once, ten delayed) and the rest are denied. Each
+/// admitted request is released at `now + wait` with `now` its script's Redis time, which
+/// lies between the Redis times read around its call: every release must be one of the
+/// slots `TAT − k·T` (k = 1..=11, TAT read at the end), each slot taken exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shaper_hands_out_distinct_slots_at_the_rate() {
+    const INTERVAL: u64 = 100_000;
+    let server = RedisServer::start();
+    let prefix = unique_prefix("slots");
+    let stores = stores(&server, &prefix, 2).await;
+    let connection = connection(&server).await;
+    let algorithm = Algorithm::LeakyBucketShaper {
+        max_delay: Duration::from_secs(1),
+    };
+    let policy = Policy::new("default", Quota::per_second(10).burst(1), algorithm).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let (store, policy) = (stores[i % 2].clone(), policy.clone());
+        let mut connection = connection.clone();
+        handles.push(tokio::spawn(async move {
+            let before = redis_time(&mut connection).await;
+            let decision = store.decide(&"shared", 1, &policy).await.unwrap();
+            let after = redis_time(&mut connection).await;
+            (before, decision.outcome, after)
+        }));
+    }
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    let first = results.iter().map(|r| r.0).min().unwrap();
+    let last = results.iter().map(|r| r.2).max().unwrap();
+    assert!(
+        last - first < INTERVAL,
+        "the requests took {} µs, more than one interval",
+        last - first
+    );
+    let mut connection = connection.clone();
+    let tat: u64 = redis::cmd("GET")
+        .arg(stores[0].storage_key(&"shared", &policy))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let mut slots = Vec::new();
+    for &(before, outcome, after) in &results {
+        let wait = match outcome {
+            Outcome::Allowed => 0,
+            Outcome::Delayed { wait } => wait.as_micros() as u64,
+            Outcome::Denied {
+                retry_after: Some(retry),
+            } => {
+                assert!(!retry.is_zero());
+                continue;
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let (earliest, latest) = (before + wait, after + wait);
+        let in_bracket: Vec<u64> = (1..=11)
+            .filter(|k| (earliest..=latest).contains(&(tat - k * INTERVAL)))
+            .collect();
+        assert_eq!(
+            in_bracket.len(),
+            1,
+            "release in [{earliest}, {latest}], TAT {tat}"
+        );
+        slots.push(in_bracket[0]);
+    }
+    slots.sort_unstable();
+    assert_eq!(slots, (1..=11).collect::<Vec<_>>(), "one request per slot");
+}
