@@ -1,5 +1,6 @@
-//! `RedisStore` against a real Redis: the reference cases, exact admission counts across
-//! stores and tasks, Redis time, script flushes, hostile keys and the deny cache.
+//! `RedisStore` against a real Redis: every reference table, exact admission counts and
+//! shaper slots across stores and tasks, Redis time, script flushes, hostile keys and the
+//! deny cache.
 #![cfg(feature = "redis")]
 
 mod support;
