@@ -1,5 +1,6 @@
-//! `RedisStore` against a real Redis: the reference cases, exact admission counts across
-//! stores and tasks, Redis time, script flushes, hostile keys and the deny cache.
+//! `RedisStore` against a real Redis: every reference table, exact admission counts and
+//! shaper slots across stores and tasks, Redis time, script flushes, hostile keys and the
+//! deny cache.
 #![cfg(feature = "redis")]
 
 mod support;
@@ -8,10 +9,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use support::cases::{parse, Case};
+use support::cases::{parse, Case, Expected};
 use support::redis_server::{unique_prefix, RedisServer};
 use tower_ratelimit::store::{RedisStore, Store};
-use tower_ratelimit::{Algorithm, Decision, Policy, Quota};
+use tower_ratelimit::{Algorithm, Decision, Outcome, Policy, Quota};
 
 /// Generous: these tests are about counting, not latency, and share a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -74,15 +75,15 @@ const SCALE: u32 = 100_000;
 /// being the time since the first call that charged the key (the state's time base):
 /// outcome and remaining quota must be exact, and `reset`/`retry` at most `late` short of
 /// the table's. The store runs without its deny cache, since aging moves a TAT back, which
-/// real traffic never does.
+/// real traffic never does. For the GCRA algorithms: the buckets and the shaper.
 async fn run(
     store: &RedisStore,
     connection: &mut MultiplexedConnection,
     case: &Case,
+    algorithm: Algorithm,
     key: String,
 ) -> Result<(), String> {
-    let policy =
-        Policy::new("default", case.quota, Algorithm::TokenBucket).map_err(|e| e.to_string())?;
+    let policy = Policy::new("default", case.quota, algorithm).map_err(|e| e.to_string())?;
     let storage_key = store.storage_key(&key, &policy);
     let refills = case.quota.period().is_some();
     let mut planned = Duration::ZERO;
@@ -109,26 +110,52 @@ async fn run(
     Ok(())
 }
 
-/// The token-bucket reference table, all 26 cases, through `RedisStore` and its script.
-#[tokio::test]
-async fn token_bucket_table() {
-    let server = RedisServer::start();
-    let store = RedisStore::builder(server.url())
-        .prefix(&unique_prefix("table"))
+/// A store without the deny cache (the table runners move state back in time).
+async fn uncached_store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::builder(server.url())
+        .prefix(&unique_prefix(prefix))
         .deadline(DEADLINE)
         .deny_cache(false)
         .connect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The algorithm a table's case runs with.
+fn algorithm_for(table: &str) -> impl Fn(&Case) -> Algorithm + '_ {
+    move |case| match table {
+        "token_bucket" => Algorithm::TokenBucket,
+        "leaky_bucket" => Algorithm::LeakyBucket,
+        "shaper" => Algorithm::LeakyBucketShaper {
+            max_delay: case.max_delay.expect("shaper cases set max-delay"),
+        },
+        "fixed_window" => Algorithm::FixedWindow,
+        "sliding_window" => Algorithm::SlidingWindow,
+        other => panic!("no table {other}"),
+    }
+}
+
+fn table(name: &str) -> Vec<Case> {
+    let path = format!("{}/tests/cases/{name}.txt", env!("CARGO_MANIFEST_DIR"));
+    parse(&std::fs::read_to_string(path).unwrap())
+}
+
+/// Runs a GCRA table (see [`run`]) through `RedisStore` and its script, one case after
+/// another.
+async fn gcra_table(name: &str) -> usize {
+    let server = RedisServer::start();
+    let store = uncached_store(&server, name).await;
     let mut connection = connection(&server).await;
-    let cases = parse(include_str!("cases/token_bucket.txt"));
-    assert!(cases.len() >= 25, "{} cases", cases.len());
+    let cases = table(name);
+    let algorithm = algorithm_for(name);
     let mut failures = Vec::new();
     for (n, case) in cases.iter().enumerate() {
+        let scaled = case.scaled(SCALE);
         if let Err(e) = run(
             &store,
             &mut connection,
-            &case.scaled(SCALE),
+            &scaled,
+            algorithm(&scaled),
             format!("case{n}"),
         )
         .await
@@ -137,6 +164,174 @@ async fn token_bucket_table() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    cases.len()
+}
+
+/// The token-bucket reference table, all 26 cases.
+#[tokio::test]
+async fn token_bucket_table() {
+    assert!(gcra_table("token_bucket").await >= 25);
+}
+
+/// The leaky-bucket (meter) table.
+#[tokio::test]
+async fn leaky_bucket_table() {
+    gcra_table("leaky_bucket").await;
+}
+
+/// The shaper table: delays, reserved slots and a full queue, as in process.
+#[tokio::test]
+async fn shaper_table() {
+    gcra_table("shaper").await;
+}
+
+/// Window tables run on Redis's real clock, a table second being this many seconds.
+const WINDOW_SCALE: u32 = 2;
+
+/// How early a window step's wait begins polling Redis `TIME`.
+const LEAD: u64 = 5_000;
+
+/// Moves a window state `windows` periods into the past, as if that much time had gone by:
+/// the window scripts depend only on how many windows lie between the stored one and the
+/// current one, and on the time within the current one. Shortens the TTL to match.
+async fn age_window(connection: &mut MultiplexedConnection, key: &[u8], windows: u64, period: u64) {
+    const AGE: &str = r"
+        local state = redis.call('GET', KEYS[1])
+        if not state then return 0 end
+        local window, rest = string.match(state, '^(%d+)(.*)$')
+        local ttl = redis.call('PTTL', KEYS[1]) - tonumber(ARGV[2])
+        if ttl <= 0 then
+          redis.call('DEL', KEYS[1])
+        else
+          local aged = string.format('%.0f', tonumber(window) - tonumber(ARGV[1]))
+          redis.call('SET', KEYS[1], aged .. rest, 'PX', ttl)
+        end
+        return 0";
+    let _: i64 = redis::cmd("EVAL")
+        .arg(AGE)
+        .arg(1)
+        .arg(key)
+        .arg(windows)
+        .arg(windows * period / 1000)
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+/// The shortest positive time a step expects: being later than that could change its
+/// answer.
+fn shortest_time(expected: &Expected) -> Option<Duration> {
+    let times = match *expected {
+        Expected::Allow { reset, .. } => [reset, None],
+        Expected::Deny { retry, .. } => [retry, None],
+        Expected::Delay { wait, .. } => [Some(wait), None],
+        Expected::TooCostly { .. } => [None, None],
+    };
+    times.into_iter().flatten().filter(|t| !t.is_zero()).min()
+}
+
+/// Runs one window case on Redis's real clock. Window edges are multiples of the period in
+/// Redis time, so the case's origin is put on an edge, and each step is made when Redis
+/// `TIME` reaches its planned offset within its window (polled from just before). Whole
+/// idle windows are skipped by aging the state ([`age_window`]), which is exact. A step
+/// made `late` must get exactly the expected outcome and remaining quota, with times at
+/// most `late` short. `Ok(Some(reason))`: the attempt proves nothing, because a step ran
+/// so late that the table's answer could have changed (past its shortest expected time or
+/// past its window's end).
+async fn run_windows(
+    store: &RedisStore,
+    connection: &mut MultiplexedConnection,
+    case: &Case,
+    algorithm: Algorithm,
+    key: String,
+) -> Result<Option<String>, String> {
+    let policy = Policy::new("default", case.quota, algorithm).map_err(|e| e.to_string())?;
+    let storage_key = store.storage_key(&key, &policy);
+    let period = case.quota.period().unwrap().as_micros() as u64;
+    let mut base = redis_time(connection).await / period * period;
+    let mut charged = false;
+    for (i, step) in case.steps.iter().enumerate() {
+        let at = step.at.as_micros() as u64;
+        let mut now = redis_time(connection).await;
+        let mut target = base + at;
+        if !charged && target < now + LEAD {
+            // No state yet: the origin may move to a later edge.
+            base += (now + LEAD - target).div_ceil(period) * period;
+            target = base + at;
+        }
+        if target > now + LEAD + period {
+            let windows = (target - now - LEAD) / period;
+            age_window(connection, &storage_key, windows, period).await;
+            base -= windows * period;
+            target -= windows * period;
+        }
+        if target > now + LEAD {
+            tokio::time::sleep(Duration::from_micros(target - now - LEAD)).await;
+        }
+        while now < target {
+            now = redis_time(connection).await;
+        }
+        let decision = store
+            .decide(&key, step.cost, &policy)
+            .await
+            .map_err(|e| e.to_string())?;
+        let late = Duration::from_micros(redis_time(connection).await - target);
+        let window_left = Duration::from_micros(period - at % period);
+        if late >= window_left || shortest_time(&step.expected).is_some_and(|t| late >= t) {
+            return Ok(Some(format!("step {} ran {late:?} late", i + 1)));
+        }
+        step.expected
+            .check_late(&decision, late)
+            .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
+        charged |= decision.is_allowed() && step.cost > 0;
+    }
+    Ok(None)
+}
+
+/// Runs a window table, all cases at once on their own keys, each up to 3 times if an
+/// attempt proves nothing (see [`run_windows`]).
+async fn window_table(name: &str) {
+    let server = RedisServer::start();
+    let store = uncached_store(&server, name).await;
+    let connection = connection(&server).await;
+    let algorithm = algorithm_for(name);
+    let mut handles = Vec::new();
+    for (n, case) in table(name).iter().enumerate() {
+        let (store, mut connection) = (store.clone(), connection.clone());
+        let case = case.scaled(WINDOW_SCALE);
+        let algorithm = algorithm(&case);
+        handles.push(tokio::spawn(async move {
+            let mut voided = Vec::new();
+            for attempt in 0..3 {
+                let key = format!("case{n}-{attempt}");
+                match run_windows(&store, &mut connection, &case, algorithm, key).await {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(reason)) => voided.push(reason),
+                    Err(e) => return Err(format!("{}: {e}", case.name)),
+                }
+            }
+            Err(format!("{}: no conclusive attempt: {voided:?}", case.name))
+        }));
+    }
+    let mut failures = Vec::new();
+    for handle in handles {
+        if let Err(e) = handle.await.unwrap() {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// The fixed-window table on Redis's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_window_table() {
+    window_table("fixed_window").await;
+}
+
+/// The sliding-window table on Redis's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sliding_window_table() {
+    window_table("sliding_window").await;
 }
 
 /// A key lives exactly until its TAT; looks and denials write nothing; a fixed quota's
@@ -430,4 +625,77 @@ async fn deny_cache_never_denies_what_redis_would_allow() {
         checked_denied >= local / 2,
         "{checked_denied} of {local} confirmed at once"
     );
+}
+
+/// The shaper over real Redis time: 40 concurrent requests from 2 stores on one key, at
+/// 10/s with burst 1 and 1 s of queue. Made within one interval of each other, exactly
+/// 1 + 1 s / 100 ms = 11 pass (one at once, ten delayed) and the rest are denied. Each
+/// admitted request is released at `now + wait` with `now` its script's Redis time, which
+/// lies between the Redis times read around its call: every release must be one of the
+/// slots `TAT − k·T` (k = 1..=11, TAT read at the end), each slot taken exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shaper_hands_out_distinct_slots_at_the_rate() {
+    const INTERVAL: u64 = 100_000;
+    let server = RedisServer::start();
+    let prefix = unique_prefix("slots");
+    let stores = stores(&server, &prefix, 2).await;
+    let connection = connection(&server).await;
+    let algorithm = Algorithm::LeakyBucketShaper {
+        max_delay: Duration::from_secs(1),
+    };
+    let policy = Policy::new("default", Quota::per_second(10).burst(1), algorithm).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let (store, policy) = (stores[i % 2].clone(), policy.clone());
+        let mut connection = connection.clone();
+        handles.push(tokio::spawn(async move {
+            let before = redis_time(&mut connection).await;
+            let decision = store.decide(&"shared", 1, &policy).await.unwrap();
+            let after = redis_time(&mut connection).await;
+            (before, decision.outcome, after)
+        }));
+    }
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    let first = results.iter().map(|r| r.0).min().unwrap();
+    let last = results.iter().map(|r| r.2).max().unwrap();
+    assert!(
+        last - first < INTERVAL,
+        "the requests took {} µs, more than one interval",
+        last - first
+    );
+    let mut connection = connection.clone();
+    let tat: u64 = redis::cmd("GET")
+        .arg(stores[0].storage_key(&"shared", &policy))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let mut slots = Vec::new();
+    for &(before, outcome, after) in &results {
+        let wait = match outcome {
+            Outcome::Allowed => 0,
+            Outcome::Delayed { wait } => wait.as_micros() as u64,
+            Outcome::Denied {
+                retry_after: Some(retry),
+            } => {
+                assert!(!retry.is_zero());
+                continue;
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let (earliest, latest) = (before + wait, after + wait);
+        let in_bracket: Vec<u64> = (1..=11)
+            .filter(|k| (earliest..=latest).contains(&(tat - k * INTERVAL)))
+            .collect();
+        assert_eq!(
+            in_bracket.len(),
+            1,
+            "release in [{earliest}, {latest}], TAT {tat}"
+        );
+        slots.push(in_bracket[0]);
+    }
+    slots.sort_unstable();
+    assert_eq!(slots, (1..=11).collect::<Vec<_>>(), "one request per slot");
 }

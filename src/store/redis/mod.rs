@@ -23,23 +23,55 @@ use self::deny_cache::{DenyCache, Gcra};
 pub use self::key::RedisKey;
 use super::{Store, StoreError};
 use crate::clock::{Clock, MonotonicClock};
-use crate::{Algorithm, Decision, Outcome, Policy, Quota};
+use crate::{Algorithm, Decision, Outcome, Policy};
 
-/// The token bucket in Lua: GCRA with the TAT in integer microseconds of Redis time.
-const TOKEN_BUCKET: &str = include_str!("scripts/token_bucket.lua");
+/// A script's source: the shared prelude (Redis time, exact integer division) and its
+/// files under `scripts/`.
+macro_rules! script {
+    ($($file:literal),+) => {
+        concat!(include_str!("scripts/prelude.lua"), $(include_str!(concat!("scripts/", $file))),+)
+    };
+}
 
-/// The deepest bucket Redis can hold exactly (in microseconds): 100 years, as for
-/// [`Quota`], so that Redis time plus a bucket's depth stays below 2^53.
-const MAX_TOLERANCE_MICROS: u64 = 100 * 365 * 86_400 * 1_000_000;
+/// One Lua script per kind of state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Script {
+    /// GCRA: the token bucket and the leaky-bucket meter.
+    TokenBucket,
+    Shaper,
+    FixedWindow,
+    SlidingWindow,
+}
+
+impl Script {
+    const ALL: [Self; 4] = [
+        Self::TokenBucket,
+        Self::Shaper,
+        Self::FixedWindow,
+        Self::SlidingWindow,
+    ];
+
+    fn source(self) -> &'static str {
+        match self {
+            Self::TokenBucket => script!("gcra.lua", "token_bucket.lua"),
+            Self::Shaper => script!("gcra.lua", "shaper.lua"),
+            Self::FixedWindow => script!("fixed_window.lua"),
+            Self::SlidingWindow => script!("sliding_window.lua"),
+        }
+    }
+}
+
+/// The longest span Redis can hold exactly (in microseconds): 100 years, as for
+/// [`Quota`](crate::Quota), so that Redis time plus a bucket's depth or a period stays below 2^53.
+const MAX_SPAN_MICROS: u64 = 100 * 365 * 86_400 * 1_000_000;
+
+/// Lua's doubles hold every integer up to this exactly.
+const MAX_EXACT: u64 = 1 << 53;
 
 /// A store in Redis, shared by every app server that uses the same Redis and prefix.
 ///
-/// It implements the token bucket and the leaky-bucket meter (which admits the same
-/// requests); other algorithms fail each decision with a [`StoreError`], so the layer's
-/// [`FailurePolicy`](crate::FailurePolicy) applies.
-///
-/// Each decision is one call of a Lua script (GCRA, as the in-process store computes it)
-/// on one key, `<prefix>:{<key>}:<policy fingerprint>`: the braces make the key its
+/// Each decision is one call of a Lua script, one per algorithm, computing what the
+/// in-process store computes, on one key, `<prefix>:{<key>}:<policy fingerprint>`: the braces make the key its
 /// Cluster hash tag, and the fingerprint keeps state written under another quota or
 /// algorithm apart. See [`RedisKey`] for how keys are written (long, binary or secret keys
 /// are hashed).
@@ -47,11 +79,18 @@ const MAX_TOLERANCE_MICROS: u64 = 100 * 365 * 86_400 * 1_000_000;
 /// # Semantics
 ///
 /// * **Time** is Redis's (`TIME` in the script), so app servers with skewed clocks agree.
-///   The state is the TAT in integer microseconds; an emission interval that is not a whole
-///   number of microseconds is **rounded up** to one, which never admits more than asked.
-/// * **Expiry**: a key is written with `PX` set to exactly its remaining life (until its
-///   TAT), after which it would say no more than a missing key. A [fixed](Quota::fixed)
-///   quota never refills, so its spent count is kept **without a TTL**.
+///   State is integers in microseconds: the TAT for the buckets, the window number and
+///   counts for the windows, whose edges are multiples of the period since the Unix epoch.
+///   An emission interval or period that is not a whole number of microseconds is
+///   **rounded up** to one (never admits more than asked), a `max_delay` rounded down.
+/// * **Bounds**: the scripts compute in Lua's doubles, exact below 2^53. A decision fails
+///   with a [`StoreError`] for a quota beyond them: `burst × interval` (plus `max_delay`)
+///   or a window's period over 100 years, a fixed window's burst over 2^52, or a sliding
+///   window's `(burst + 1) × period` over 2^53 µs (about 104 000 per day).
+/// * **Expiry**: a key is written with `PX` set to exactly its remaining life, after which
+///   it would say no more than a missing key: until its TAT, the end of its window, or for
+///   a sliding window the end of the next one. A [fixed](crate::Quota::fixed) quota never
+///   refills, so its spent count is kept **without a TTL**.
 /// * **Calls**: `EVALSHA`; on `NOSCRIPT` (restart, failover, `SCRIPT FLUSH`) the script is
 ///   sent with `EVAL` once. A call that timed out or failed on the connection is never
 ///   sent again, since it may have counted.
@@ -69,7 +108,8 @@ const MAX_TOLERANCE_MICROS: u64 = 100 * 365 * 86_400 * 1_000_000;
 ///
 /// # Deny cache
 ///
-/// When Redis denies a request, the store remembers a lower bound of the key's state and,
+/// For the token bucket and the leaky-bucket meter: when Redis denies a request, the
+/// store remembers a lower bound of the key's state and,
 /// until it has passed, denies locally the requests GCRA would deny on that bound: denied
 /// traffic then costs what the in-process store costs, not a round trip. Because a bound
 /// can only be earlier than the real state, the cache never denies a request Redis would
@@ -96,7 +136,8 @@ pub struct RedisStore {
 
 struct Shared {
     connection: ConnectionManager,
-    sha: String,
+    /// The SHA-1 of each script, in the order of [`Script::ALL`].
+    shas: Vec<String>,
     prefix: String,
     deadline: Duration,
     in_flight: Arc<Semaphore>,
@@ -145,7 +186,7 @@ impl RedisStore {
 
     /// The SHA-1 of the token-bucket script, as `EVALSHA` names it.
     pub fn script_sha(&self) -> &str {
-        &self.shared.sha
+        self.shared.sha(Script::TokenBucket)
     }
 }
 
@@ -191,7 +232,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects and loads the script. Fails if Redis cannot be reached (after a few
+    /// Connects and loads the scripts. Fails if Redis cannot be reached (after a few
     /// attempts over about a second) or refuses the script.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let failed = |e: redis::RedisError| StoreError::new(format!("cannot use Redis: {e}"));
@@ -206,16 +247,20 @@ impl RedisStoreBuilder {
         let mut connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(failed)?;
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(TOKEN_BUCKET)
-            .query_async(&mut connection)
-            .await
-            .map_err(failed)?;
+        let mut shas = Vec::new();
+        for script in Script::ALL {
+            let sha: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(script.source())
+                .query_async(&mut connection)
+                .await
+                .map_err(failed)?;
+            shas.push(sha);
+        }
         Ok(RedisStore {
             shared: Arc::new(Shared {
                 connection,
-                sha,
+                shas,
                 prefix: self.prefix,
                 deadline: self.deadline,
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
@@ -228,32 +273,68 @@ impl RedisStoreBuilder {
     }
 }
 
-/// A quota as the script takes it.
+/// A policy as its script takes it.
 #[derive(Clone, Copy)]
 struct Limits {
-    /// The emission interval in microseconds, rounded up; 0 if the quota never refills.
-    interval: u64,
+    script: Script,
+    /// In whole microseconds: the emission interval (rounded up) for the buckets, the
+    /// period (rounded up) for the windows; 0 if the quota never refills.
+    time: u64,
     burst: u64,
+    /// The shaper's `max_delay` in whole microseconds (rounded down); 0 otherwise.
+    max_delay: u64,
 }
 
 impl Limits {
-    fn of(quota: &Quota) -> Result<Self, StoreError> {
-        let limits = Self {
-            interval: quota.interval_nanos().map_or(0, |ns| ns.div_ceil(1000)),
-            burst: quota.burst_size(),
+    fn of(policy: &Policy) -> Result<Self, StoreError> {
+        let quota = policy.quota();
+        let up = |ns: u128| u64::try_from(ns.div_ceil(1000)).unwrap_or(u64::MAX);
+        let interval = quota.interval_nanos().map_or(0, |ns| up(ns.into()));
+        let period = quota.period().map_or(0, |period| up(period.as_nanos()));
+        let burst = quota.burst_size();
+        let (script, time, max_delay) = match policy.algorithm() {
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => (Script::TokenBucket, interval, 0),
+            Algorithm::LeakyBucketShaper { max_delay } => (
+                Script::Shaper,
+                interval,
+                u64::try_from(max_delay.as_micros()).unwrap_or(u64::MAX),
+            ),
+            Algorithm::FixedWindow => (Script::FixedWindow, period, 0),
+            Algorithm::SlidingWindow => (Script::SlidingWindow, period, 0),
         };
-        match limits.interval.checked_mul(limits.burst) {
-            Some(depth) if depth <= MAX_TOLERANCE_MICROS => Ok(limits),
-            _ => Err(StoreError::new(
-                "quota too deep for Redis: burst × interval (in whole µs) exceeds 100 years",
-            )),
+        let exact = match script {
+            Script::TokenBucket | Script::Shaper => time
+                .checked_mul(burst)
+                .and_then(|depth| depth.checked_add(max_delay))
+                .is_some_and(|span| span <= MAX_SPAN_MICROS),
+            Script::FixedWindow => time <= MAX_SPAN_MICROS && burst <= MAX_EXACT / 2,
+            Script::SlidingWindow => {
+                time <= MAX_SPAN_MICROS
+                    && (burst + 1)
+                        .checked_mul(time)
+                        .is_some_and(|product| product <= MAX_EXACT)
+            }
+        };
+        if !exact {
+            return Err(StoreError::new(format!(
+                "quota too large to compute exactly in Redis for {:?}",
+                policy.algorithm()
+            )));
         }
+        Ok(Self {
+            script,
+            time,
+            burst,
+            max_delay,
+        })
     }
 
-    /// The quota as GCRA in local nanoseconds, `None` if it never refills.
+    /// The quota as GCRA in local nanoseconds, for the deny cache: only the token bucket
+    /// and the meter, and only when the quota refills. (A shaper's denial is about the
+    /// queue, and windows do not keep a TAT.)
     fn gcra(self) -> Option<Gcra> {
-        (self.interval > 0).then_some(Gcra {
-            interval: self.interval * 1000,
+        (self.script == Script::TokenBucket && self.time > 0).then_some(Gcra {
+            interval: self.time * 1000,
             burst: self.burst,
         })
     }
@@ -261,13 +342,18 @@ impl Limits {
     /// The script's reply as a [`Decision`].
     fn decision(
         self,
-        (outcome, remaining, micros): (u8, u64, u64),
+        (outcome, remaining, reset, time): (u8, u64, u64, u64),
     ) -> Result<Decision, StoreError> {
-        let time = (self.interval > 0).then_some(Duration::from_micros(micros));
+        let refills = self.time > 0;
         let outcome = match outcome {
             0 => Outcome::Allowed,
-            1 => Outcome::Denied { retry_after: time },
+            1 => Outcome::Denied {
+                retry_after: refills.then_some(Duration::from_micros(time)),
+            },
             2 => Outcome::CostExceedsBurst,
+            3 => Outcome::Delayed {
+                wait: Duration::from_micros(time),
+            },
             other => {
                 return Err(StoreError::new(format!(
                     "unexpected script outcome {other}"
@@ -278,7 +364,7 @@ impl Limits {
             outcome,
             limit: self.burst,
             remaining,
-            reset: time,
+            reset: refills.then_some(Duration::from_micros(reset)),
         })
     }
 }
@@ -301,25 +387,39 @@ impl Shared {
         cache.downcast_ref::<DenyCache<K>>().map(f)
     }
 
+    fn sha(&self, script: Script) -> &str {
+        &self.shas[script as usize]
+    }
+
     /// One script call: `EVALSHA`, or `EVAL` once if Redis does not know the script.
-    async fn call(&self, key: &[u8], limits: Limits, cost: u64) -> RedisResult<(u8, u64, u64)> {
+    async fn call(
+        &self,
+        key: &[u8],
+        limits: Limits,
+        cost: u64,
+    ) -> RedisResult<(u8, u64, u64, u64)> {
         let mut connection = self.connection.clone();
-        let args = [limits.interval, limits.burst, cost];
+        let all = [limits.time, limits.burst, cost, limits.max_delay];
+        let args = if limits.script == Script::Shaper {
+            &all[..]
+        } else {
+            &all[..3]
+        };
         let reply = redis::cmd("EVALSHA")
-            .arg(&self.sha)
+            .arg(self.sha(limits.script))
             .arg(1)
             .arg(key)
-            .arg(&args[..])
+            .arg(args)
             .query_async(&mut connection)
             .await;
         match reply {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 // Not run: Redis refused the call before running anything.
                 redis::cmd("EVAL")
-                    .arg(TOKEN_BUCKET)
+                    .arg(limits.script.source())
                     .arg(1)
                     .arg(key)
-                    .arg(&args[..])
+                    .arg(args)
                     .query_async(&mut connection)
                     .await
             }
@@ -336,17 +436,7 @@ where
 
     fn decide(&self, key: &K, cost: u64, policy: &Policy) -> RedisDecision {
         let shared = &self.shared;
-        // The meter admits exactly what the token bucket admits.
-        if !matches!(
-            policy.algorithm(),
-            Algorithm::TokenBucket | Algorithm::LeakyBucket
-        ) {
-            return RedisDecision::ready(Err(StoreError::new(format!(
-                "RedisStore does not implement {:?} yet",
-                policy.algorithm()
-            ))));
-        }
-        let limits = match Limits::of(policy.quota()) {
+        let limits = match Limits::of(policy) {
             Ok(limits) => limits,
             Err(error) => return RedisDecision::ready(Err(error)),
         };

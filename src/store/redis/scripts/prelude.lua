@@ -1,0 +1,32 @@
+-- Shared by every script of tower-ratelimit's RedisStore (sent in front of each).
+-- All values are integers below 2^53, which Lua's doubles hold exactly; the Rust side
+-- refuses quotas whose products could exceed that.
+
+-- Redis's clock in microseconds since the Unix epoch (about 2^51).
+local function now_micros()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+
+-- floor(a / b) for integers 0 <= a, 0 < b with a + b <= 2^53: the double quotient can be
+-- rounded up to the next integer, so it is corrected with exact products.
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then
+    return q - 1
+  end
+  if (q + 1) * b <= a then
+    return q + 1
+  end
+  return q
+end
+
+-- ceil(a / b), under the same conditions.
+local function cdiv(a, b)
+  return idiv(a + b - 1, b)
+end
+
+-- Milliseconds until `at` (microseconds), rounded up: a key's exact TTL for `PX`.
+local function px_until(at, now)
+  return cdiv(at - now, 1000)
+end
