@@ -93,3 +93,28 @@ async fn ipv4_mapped_addresses_share_the_ipv4_bucket() {
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].contains("{192.0.2.7}"), "{names:?}");
 }
+
+#[tokio::test]
+async fn a_key_found_without_a_ttl_gets_one() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("heal");
+    let store = store(&server, &prefix).await;
+    let policy = Policy::new("default", Quota::per_hour(1), Algorithm::TokenBucket).unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    // A spent bucket, its TTL lost (say, a `PERSIST` by hand).
+    assert!(store.decide(&"k", 1, &policy).await.unwrap().is_allowed());
+    let name = store.storage_key(&"k", &policy);
+    let _: bool = connection.persist(&name).await.unwrap();
+    assert_eq!(connection.pttl::<_, i64>(&name).await.unwrap(), -1);
+    // A denied request writes nothing, but restores the TTL: about an hour.
+    let denied = RedisStore::builder(server.url())
+        .prefix(&prefix)
+        .deny_cache(false)
+        .connect()
+        .await
+        .unwrap();
+    assert!(!denied.decide(&"k", 1, &policy).await.unwrap().is_allowed());
+    let ttl: i64 = connection.pttl(&name).await.unwrap();
+    assert!((3_500_000..=3_600_000).contains(&ttl), "{ttl}");
+}

@@ -30,7 +30,5 @@ if reply[1] == 1 then
   tat = math.max(state, now) + cost * interval
   reply = { 3, 0, wait + interval, wait }
 end
-if tat then
-  save_tat(tat, now)
-end
+save_or_heal(tat, state, now)
 return reply

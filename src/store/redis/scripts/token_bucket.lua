@@ -34,7 +34,5 @@ end
 
 local now = now_micros()
 local reply, tat = gcra(state, now, interval, burst, cost)
-if tat then
-  save_tat(tat, now)
-end
+save_or_heal(tat, state, now)
 return reply
