@@ -54,10 +54,13 @@ impl Rejection<'_> {
             Outcome::Denied {
                 retry_after: Some(wait),
             } => {
+                // Rounded up to the millisecond, like every wait the limiter reports.
+                let millis = wait.as_nanos().div_ceil(1_000_000);
                 let _ = write!(
                     detail,
-                    "quota of policy \"{policy}\" exceeded; retry in {:.3} s",
-                    wait.as_secs_f64()
+                    "quota of policy \"{policy}\" exceeded; retry in {}.{:03} s",
+                    millis / 1000,
+                    millis % 1000
                 );
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -97,11 +100,18 @@ fn problem_json(
     detail: &str,
     violated_policy: Option<&str>,
 ) -> Response<Bytes> {
-    let mut body = format!(
-        r#"{{"type":"{problem_type}","title":"{}","status":{},"detail":""#,
+    let mut body = String::with_capacity(192 + detail.len());
+    for part in [
+        r#"{"type":""#,
+        problem_type,
+        r#"","title":""#,
         status.canonical_reason().unwrap_or_default(),
-        status.as_u16()
-    );
+        r#"","status":"#,
+        status.as_str(),
+        r#","detail":""#,
+    ] {
+        body.push_str(part);
+    }
     for c in detail.chars() {
         match c {
             '"' | '\\' => {
@@ -115,7 +125,9 @@ fn problem_json(
     body.push('"');
     if let Some(policy) = violated_policy {
         // Policy names are printable ASCII without quotes or backslashes.
-        let _ = write!(body, r#","violated-policies":["{policy}"]"#);
+        body.push_str(r#","violated-policies":[""#);
+        body.push_str(policy);
+        body.push_str(r#""]"#);
     }
     body.push('}');
     let mut response = Response::new(Bytes::from(body));
