@@ -35,7 +35,22 @@
 //! unit every `period / limit`, holding at most `burst`. A request of cost `c` passes iff
 //! the bucket holds `c` units; a denied request changes nothing. A cost above the burst can
 //! never pass and is answered `413` without `Retry-After`. See [`Quota`] and
-//! [`Decision`].
+//! [`Decision`]. The leaky bucket (meter and delaying shaper), fixed window and sliding
+//! window are the other [`Algorithm`]s; [`Policy`] names a quota with its algorithm.
+//!
+//! # Stores
+//!
+//! [`store::MemoryStore`] decides in process with one compare-and-swap and bounded memory.
+//! With feature `redis`, `store::RedisStore` shares one exact limit between app servers;
+//! while it fails, the layer's [`FailurePolicy`] applies.
+//!
+//! # Where it goes
+//!
+//! Outside concurrency limits, load shedding and timeouts (earlier in a `ServiceBuilder`,
+//! later in axum's `.layer` chain), so a refused request costs no slot of theirs. Exempt
+//! requests with [`RateLimitLayer::skip`], roll out with [`RateLimitLayer::shadow`], give
+//! tiers their own quota with [`RateLimitLayer::policy_for`], and watch decisions with
+//! [`RateLimitLayer::on_decision`].
 //!
 //! # Features
 //!
