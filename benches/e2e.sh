@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end over loopback HTTP: runs examples/bench_server.rs with no layer, RateLimitLayer
-# (MemoryStore, then RedisStore on a throwaway redis-server) and tower_governor's
-# GovernorLayer, loads each with wrk and prints a markdown table of requests per second.
+# (MemoryStore with and without rate-limit headers, then RedisStore on a throwaway
+# redis-server) and tower_governor's GovernorLayer, loads each with wrk and prints a
+# markdown table of requests per second.
 # Every limiter is keyed by the peer IP and never limits: each request is one allowed decision.
 #   benches/e2e.sh [--duration 10s] [--connections 32] [--threads 1]
 # (--threads: the server's Tokio workers; wrk always runs one thread.)
@@ -71,6 +72,7 @@ rps() {
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 rps none; none=$result
 rps ours; ours=$result
+rps ours-no-headers; ours_no_headers=$result
 rps ours-redis; ours_redis=$result
 rps governor; governor=$result
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -89,5 +91,6 @@ row() {
 }
 row none "$none" ""
 row "ours (MemoryStore)" "$ours" "$governor"
+row "ours (MemoryStore), no rate-limit headers" "$ours_no_headers" "$governor"
 row "ours (RedisStore)" "$ours_redis" "$governor"
 row "tower_governor" "$governor" ""

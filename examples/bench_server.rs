@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_server [--features redis] --
-//!     [--addr 127.0.0.1:0] [--mode none|ours|ours-redis|governor]
+//!     [--addr 127.0.0.1:0] [--mode none|ours|ours-no-headers|ours-redis|governor]
 //!     [--redis URL] [--threads N]
 //! ```
 //!
@@ -21,7 +21,7 @@ use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 use tower_governor::GovernorLayer;
 use tower_ratelimit::store::MemoryStore;
-use tower_ratelimit::{key, Quota, RateLimitLayer};
+use tower_ratelimit::{key, Quota, RateLimitHeaders, RateLimitLayer};
 
 #[derive(Parser)]
 #[command(name = "bench_server", about = "A hello-world server for load tests")]
@@ -46,6 +46,8 @@ enum Mode {
     None,
     /// `RateLimitLayer` with a `MemoryStore`.
     Ours,
+    /// The same without rate-limit headers (`RateLimitHeaders::None`).
+    OursNoHeaders,
     /// `RateLimitLayer` with a `RedisStore` (needs `--features redis`).
     OursRedis,
     /// tower_governor's `GovernorLayer`.
@@ -89,6 +91,10 @@ async fn run(args: Args) -> std::io::Result<()> {
             MemoryStore::new(),
             quota(),
         )),
+        Mode::OursNoHeaders => app.layer(
+            RateLimitLayer::new(key::PeerIp, MemoryStore::new(), quota())
+                .headers(RateLimitHeaders::None),
+        ),
         Mode::OursRedis => ours_redis(app, &args.redis).await,
         Mode::Governor => {
             let config = GovernorConfigBuilder::default()
