@@ -68,6 +68,11 @@ impl HeaderWriter {
         }
     }
 
+    /// Whether any rate-limit header is written.
+    pub(crate) fn writes_any(&self) -> bool {
+        self.which != RateLimitHeaders::None
+    }
+
     /// The same header sets for another policy.
     pub(crate) fn for_policy(&self, policy: &Policy) -> Self {
         Self::new(self.which, policy)
@@ -75,7 +80,7 @@ impl HeaderWriter {
 
     /// Adds the rate-limit headers describing `decision`.
     pub(crate) fn write(&self, headers: &mut HeaderMap, decision: &Decision) {
-        if self.which == RateLimitHeaders::None {
+        if !self.writes_any() {
             return;
         }
         let reset = decision.reset.map(ceil_secs);

@@ -83,8 +83,8 @@ pub(crate) enum Verdict {
     Forward(Option<Report>),
     /// Forward it once its slot comes, after this wait (the leaky-bucket shaper).
     Wait(Report, Duration),
-    /// Answer it with this response.
-    Answer(Response<Bytes>),
+    /// Answer it with this response (boxed: it is large, and refusals are the rarer path).
+    Answer(Box<Response<Bytes>>),
 }
 
 /// The decision for the current request, in its extensions when
@@ -169,11 +169,11 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         let Some(decision) = decision else {
             return match self.on_store_error {
                 FailurePolicy::Open => Verdict::Forward(None),
-                _ => Verdict::Answer(error_response(
+                _ => Verdict::Answer(Box::new(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the rate-limit store is unavailable",
                     grpc,
-                )),
+                ))),
             };
         };
         let report = Report {
@@ -201,7 +201,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         };
         self.write_headers(response.headers_mut(), &report);
         write_retry_after(response.headers_mut(), &decision);
-        Verdict::Answer(response)
+        Verdict::Answer(Box::new(response))
     }
 
     /// Adds the rate-limit headers for `report`.
@@ -284,7 +284,9 @@ where
             Err(error) if error.skips() => {
                 return ResponseFuture::forwarding(self.inner.call(request), None, None)
             }
-            Err(error) => return ResponseFuture::answered(key_error_response(&error, grpc)),
+            Err(error) => {
+                return ResponseFuture::answered(Box::new(key_error_response(&error, grpc)))
+            }
         };
         let charge = Charge {
             cost: shared.weigher.weigh(&head),
@@ -312,8 +314,10 @@ where
         match shared.verdict(decided, &charge) {
             Verdict::Forward(report) => {
                 shared.admit(&mut request, report.as_ref());
-                let shared = Arc::clone(shared);
-                ResponseFuture::forwarding(self.inner.call(request), report, Some(shared))
+                // The future needs the configuration only to write headers.
+                let report = report.filter(|_| shared.headers.writes_any());
+                let shared = report.is_some().then(|| Arc::clone(shared));
+                ResponseFuture::forwarding(self.inner.call(request), report, shared)
             }
             Verdict::Wait(report, wait) => {
                 let (ready, shared) = (self.take_ready(), Arc::clone(&self.shared));
