@@ -118,3 +118,29 @@ async fn a_key_found_without_a_ttl_gets_one() {
     let ttl: i64 = connection.pttl(&name).await.unwrap();
     assert!((3_500_000..=3_600_000).contains(&ttl), "{ttl}");
 }
+
+#[tokio::test]
+async fn window_keys_found_without_a_ttl_get_one() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("heal_windows");
+    let store = RedisStore::builder(server.url())
+        .prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    for (algorithm, most) in [
+        (Algorithm::FixedWindow, 3_600_000),
+        (Algorithm::SlidingWindow, 7_200_000),
+    ] {
+        let policy = Policy::new("default", Quota::per_hour(1), algorithm).unwrap();
+        assert!(store.decide(&"k", 1, &policy).await.unwrap().is_allowed());
+        let name = store.storage_key(&"k", &policy);
+        let _: bool = connection.persist(&name).await.unwrap();
+        // A denial writes nothing, but gives the key back a TTL within its windows.
+        assert!(!store.decide(&"k", 1, &policy).await.unwrap().is_allowed());
+        let ttl: i64 = connection.pttl(&name).await.unwrap();
+        assert!((1..=most).contains(&ttl), "{algorithm:?}: {ttl}");
+    }
+}

@@ -18,9 +18,12 @@ local now = now_micros()
 local window = idiv(now, period)
 
 local count = 0
+-- When the stored state stops saying anything: the end of its window.
+local expires = nil
 local state = redis.call('GET', KEYS[1])
 if state then
   local stored, counted = string.match(state, '^(%d+):(%d+)$')
+  expires = (tonumber(stored) + 1) * period
   -- A later window (written by a caller with a later clock) counts as current.
   if tonumber(stored) >= window then
     count = tonumber(counted)
@@ -36,14 +39,18 @@ local function reply(outcome, remaining, retry)
 end
 
 if cost > burst then
+  heal_ttl(expires, now)
   return reply(2, burst - count, 0)
 end
 if count + cost > burst then
+  heal_ttl(expires, now)
   return reply(1, burst - count, window_end - now)
 end
 count = count + cost
 if cost > 0 then
   redis.call('SET', KEYS[1], string.format('%.0f:%.0f', window, count),
     'PX', px_until(window_end, now))
+else
+  heal_ttl(expires, now)
 end
 return reply(0, burst - count, 0)

@@ -31,17 +31,11 @@ local function save_tat(tat, now)
   redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', px_until(tat, now))
 end
 
--- Writes the TAT if the request changed it; otherwise gives a key found without a TTL
--- (written by hand, or by another tool) one: it lives until its TAT, or goes at once if
--- that has passed.
+-- Writes the TAT if the request changed it; otherwise heals a key found without a TTL.
 local function save_or_heal(tat, state, now)
   if tat then
     save_tat(tat, now)
-  elseif redis.call('PTTL', KEYS[1]) == -1 then
-    if state > now then
-      redis.call('PEXPIRE', KEYS[1], px_until(state, now))
-    else
-      redis.call('DEL', KEYS[1])
-    end
+  elseif state > 0 then
+    heal_ttl(state, now)
   end
 end

@@ -30,3 +30,16 @@ end
 local function px_until(at, now)
   return cdiv(at - now, 1000)
 end
+
+-- A key found without a TTL (written by hand, or by another tool) gets one when a request
+-- leaves it unchanged: it lives until `expires` (microseconds), or goes at once if that
+-- has passed. `expires` is nil for a missing key.
+local function heal_ttl(expires, now)
+  if expires and redis.call('PTTL', KEYS[1]) == -1 then
+    if expires > now then
+      redis.call('PEXPIRE', KEYS[1], px_until(expires, now))
+    else
+      redis.call('DEL', KEYS[1])
+    end
+  end
+end

@@ -20,9 +20,12 @@ local now = now_micros()
 local index = idiv(now, period)
 
 local prev, curr = 0, 0
+-- When the stored state stops saying anything: the end of the window after its own.
+local expires = nil
 local state = redis.call('GET', KEYS[1])
 if state then
   local stored, p, c = string.match(state, '^(%d+):(%d+):(%d+)$')
+  expires = (tonumber(stored) + 2) * period
   local behind = index - tonumber(stored)
   -- A later window (written by a caller with a later clock) counts as current.
   if behind <= 0 then
@@ -57,10 +60,12 @@ local function wait_until_used(target)
 end
 
 if cost > burst then
+  heal_ttl(expires, now)
   return { 2, remaining(), 0, 0 }
 end
 -- prev * (P - e) + (curr + cost) * P <= burst * P, without the larger sum.
 if curr + cost > burst or weight() > (burst - curr - cost) * period then
+  heal_ttl(expires, now)
   local retry = wait_until_used(burst - cost)
   return { 1, remaining(), retry, retry }
 end
@@ -73,5 +78,7 @@ end
 if cost > 0 then
   redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', index, prev, curr),
     'PX', px_until((index + 2) * period, now))
+else
+  heal_ttl(expires, now)
 end
 return { 0, left, reset, 0 }
