@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
 use tower_ratelimit::store::{MemoryStore, Store};
-use tower_ratelimit::{Algorithm, Policy, Quota};
+use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
 const MANY_KEYS: u32 = 100_000;
 const NEW_KEYS: u64 = 10_000;
@@ -28,14 +28,16 @@ trait Limiter: Sync {
 
 struct Ours {
     store: MemoryStore<IpAddr>,
-    policy: Policy,
+    policy: Policies,
 }
 
 impl Ours {
     fn new(quota: Quota) -> Self {
         Self {
             store: MemoryStore::new(),
-            policy: Policy::new("default", quota, Algorithm::TokenBucket).unwrap(),
+            policy: Policy::new("default", quota, Algorithm::TokenBucket)
+                .unwrap()
+                .into(),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
 use tower_ratelimit::store::{MemoryStore, Store};
-use tower_ratelimit::{Algorithm, Policy, Quota};
+use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
 const KEYS: u32 = 1_000_000;
 
@@ -61,7 +61,7 @@ fn measure(side: &str) {
         "ours" => {
             let store = MemoryStore::<IpAddr>::new();
             let policy = Policy::new("default", Quota::per_day(1), Algorithm::TokenBucket);
-            let policy = policy.unwrap();
+            let policy = Policies::from(policy.unwrap());
             Box::new(move |key| {
                 let decided = store.decide(key, 1, &policy).into_inner();
                 decided.unwrap().is_allowed()

@@ -19,7 +19,7 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tower_ratelimit::store::{MemoryStore, RedisStore, Store};
-use tower_ratelimit::{Algorithm, Policy, Quota};
+use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
 struct Args {
     redis: String,
@@ -57,13 +57,14 @@ fn args() -> Args {
 }
 
 /// Every call admitted (and so written): the script's most expensive path.
-fn open_policy() -> Policy {
+fn open_policy() -> Policies {
     Policy::new(
         "bench",
         Quota::per_second(1_000_000).burst(1_000_000_000),
         Algorithm::TokenBucket,
     )
     .unwrap()
+    .into()
 }
 
 /// Decisions per second through `store` with `concurrency` tasks, one key each.
@@ -101,7 +102,7 @@ fn redis_benchmark(url: &str, sha: &str, key: &[u8], requests: u64) -> (String, 
     let port = port.trim_end_matches('/');
     let policy = open_policy();
     let interval = 1u64; // µs: 1 000 000 per second
-    let burst = policy.quota().burst_size();
+    let burst = policy[0].quota().burst_size();
     let command = [
         "redis-benchmark",
         "-h",
@@ -120,9 +121,12 @@ fn redis_benchmark(url: &str, sha: &str, key: &[u8], requests: u64) -> (String, 
         sha.to_owned(),
         "1".to_owned(),
         String::from_utf8(key.to_vec()).unwrap(),
+        // cost, then the policy: algorithm 0 (token bucket), interval, burst, max_delay
+        "1".to_owned(),
+        "0".to_owned(),
         interval.to_string(),
         burst.to_string(),
-        "1".to_owned(),
+        "0".to_owned(),
     ];
     let output = Command::new(command[0])
         .args(&command[1..])
@@ -195,7 +199,7 @@ fn main() {
             println!("  concurrency {concurrency:>3}: {rate:>9.0} decisions/s");
         }
 
-        let key = store.storage_key(&"redis-benchmark", &open_policy());
+        let key = store.storage_key(&"redis-benchmark", &open_policy()[0]);
         // About as long a run as one of ours.
         let requests = (best * run.as_secs_f64()).max(100_000.0) as u64;
         let (command, reference) = redis_benchmark(&args.redis, store.script_sha(), &key, requests);
@@ -208,8 +212,10 @@ fn main() {
         );
 
         // Denied traffic: a key Redis has denied once, then the deny cache answers.
-        let denying =
-            Policy::new("bench", Quota::per_hour(1).burst(1), Algorithm::TokenBucket).unwrap();
+        let denying: Policies =
+            Policy::new("bench", Quota::per_hour(1).burst(1), Algorithm::TokenBucket)
+                .unwrap()
+                .into();
         store.decide(&"denied", 1, &denying).await.unwrap();
         assert!(!store
             .decide(&"denied", 1, &denying)

@@ -2,11 +2,15 @@
 //!
 //! * IETF `draft-ietf-httpapi-ratelimit-headers-10`, one item per policy:
 //!   `RateLimit-Policy: "default";q=<burst>;w=<period seconds>` and
-//!   `RateLimit: "default";r=<remaining>;t=<seconds until more quota>`.
+//!   `RateLimit: "default";r=<remaining>;t=<seconds until more quota>`; with several
+//!   policies, a list in their order:
+//!   `RateLimit: "burst";r=9;t=1, "daily";r=9999;t=9`.
 //! * The widespread `X-RateLimit-Limit` (burst), `X-RateLimit-Remaining` and
 //!   `X-RateLimit-Reset`. Services disagree on what `X-RateLimit-Reset` means; here it is
 //!   the same as `t`: **delta seconds** until more quota arrives, rounded up (0 when the
-//!   bucket is full).
+//!   bucket is full). They describe one policy: with several, the
+//!   [decisive](crate::Decisions::decisive) one (the refusing one, or the one with the
+//!   least quota left).
 //! * On rejections, `Retry-After`: whole seconds, rounded up, at least 1, never earlier
 //!   than `t`.
 //!
@@ -20,7 +24,7 @@ use std::time::Duration;
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{Decision, Outcome, Policy};
+use crate::{Decision, Decisions, Outcome, Policies};
 
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -43,28 +47,34 @@ pub enum RateLimitHeaders {
     None,
 }
 
-/// Writes the headers for one policy; the per-policy constants are formatted once.
+/// Writes the headers for a set of policies; the per-policy constants are formatted once.
 #[derive(Debug)]
 pub(crate) struct HeaderWriter {
     which: RateLimitHeaders,
-    /// `"<name>";r=`, the start of the `RateLimit` field.
-    field_start: String,
+    /// `"<name>";r=` per policy, the start of its item in the `RateLimit` field.
+    item_starts: Box<[String]>,
     policy: HeaderValue,
-    limit: HeaderValue,
 }
 
 impl HeaderWriter {
-    pub(crate) fn new(which: RateLimitHeaders, policy: &Policy) -> Self {
-        let quota = policy.quota();
-        let window = quota
-            .period()
-            .map_or(String::new(), |p| format!(";w={}", ceil_secs(p)));
-        let policy_value = format!("\"{}\";q={}{window}", policy.name(), quota.burst_size());
+    pub(crate) fn new(which: RateLimitHeaders, policies: &Policies) -> Self {
+        let items: Vec<String> = policies
+            .iter()
+            .map(|policy| {
+                let quota = policy.quota();
+                let window = quota
+                    .period()
+                    .map_or(String::new(), |p| format!(";w={}", ceil_secs(p)));
+                format!("\"{}\";q={}{window}", policy.name(), quota.burst_size())
+            })
+            .collect();
         Self {
             which,
-            field_start: format!("\"{}\";r=", policy.name()),
-            policy: HeaderValue::try_from(policy_value).expect("policy names are sf-strings"),
-            limit: number(quota.burst_size()),
+            item_starts: policies
+                .iter()
+                .map(|policy| format!("\"{}\";r=", policy.name()))
+                .collect(),
+            policy: HeaderValue::try_from(items.join(", ")).expect("policy names are sf-strings"),
         }
     }
 
@@ -73,24 +83,28 @@ impl HeaderWriter {
         self.which != RateLimitHeaders::None
     }
 
-    /// The same header sets for another policy.
-    pub(crate) fn for_policy(&self, policy: &Policy) -> Self {
-        Self::new(self.which, policy)
+    /// The same header sets for other policies.
+    pub(crate) fn for_policies(&self, policies: &Policies) -> Self {
+        Self::new(self.which, policies)
     }
 
-    /// Adds the rate-limit headers describing `decision`.
-    pub(crate) fn write(&self, headers: &mut HeaderMap, decision: &Decision) {
+    /// Adds the rate-limit headers describing `decisions`, one per policy.
+    pub(crate) fn write(&self, headers: &mut HeaderMap, decisions: &Decisions) {
         if !self.writes_any() {
             return;
         }
-        let reset = decision.reset.map(ceil_secs);
         headers.reserve(5);
         if matches!(self.which, RateLimitHeaders::Ietf | RateLimitHeaders::Both) {
-            let mut field = String::with_capacity(self.field_start.len() + 24);
-            field.push_str(&self.field_start);
-            let _ = write!(field, "{}", decision.remaining);
-            if let Some(reset) = reset {
-                let _ = write!(field, ";t={reset}");
+            let mut field = String::with_capacity(self.item_starts.len() * 40);
+            for (start, decision) in self.item_starts.iter().zip(decisions.iter()) {
+                if !field.is_empty() {
+                    field.push_str(", ");
+                }
+                field.push_str(start);
+                let _ = write!(field, "{}", decision.remaining);
+                if let Some(reset) = decision.reset {
+                    let _ = write!(field, ";t={}", ceil_secs(reset));
+                }
             }
             headers.insert(&RATELIMIT_POLICY, self.policy.clone());
             headers.insert(&RATELIMIT, HeaderValue::try_from(field).expect("ascii"));
@@ -99,10 +113,11 @@ impl HeaderWriter {
             self.which,
             RateLimitHeaders::Legacy | RateLimitHeaders::Both
         ) {
-            headers.insert(&X_RATELIMIT_LIMIT, self.limit.clone());
+            let decision = &decisions[decisions.decisive()];
+            headers.insert(&X_RATELIMIT_LIMIT, number(decision.limit));
             headers.insert(&X_RATELIMIT_REMAINING, number(decision.remaining));
-            if let Some(reset) = reset {
-                headers.insert(&X_RATELIMIT_RESET, number(reset));
+            if let Some(reset) = decision.reset {
+                headers.insert(&X_RATELIMIT_RESET, number(ceil_secs(reset)));
             }
         }
     }
@@ -150,12 +165,12 @@ pub(crate) fn ceil_secs(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Algorithm, Quota};
+    use crate::{Algorithm, Policy, Quota};
 
     fn written(which: RateLimitHeaders, quota: Quota, decision: Decision) -> HeaderMap {
         let policy = Policy::new("default", quota, Algorithm::TokenBucket).unwrap();
         let mut headers = HeaderMap::new();
-        HeaderWriter::new(which, &policy).write(&mut headers, &decision);
+        HeaderWriter::new(which, &policy.into()).write(&mut headers, &decision.into());
         write_retry_after(&mut headers, &decision);
         headers
     }
@@ -256,5 +271,38 @@ mod tests {
         );
         assert_eq!(headers["ratelimit-policy"], r#""default";q=5;w=2"#);
         assert_eq!(headers["ratelimit"], r#""default";r=4;t=1"#);
+    }
+
+    #[test]
+    fn several_policies_are_listed_and_legacy_reports_the_decisive_one() {
+        let policy = |name, quota| Policy::new(name, quota, Algorithm::TokenBucket).unwrap();
+        let policies = Policies::new([
+            policy("burst", Quota::per_second(10)),
+            policy("daily", Quota::per_day(10_000)),
+        ])
+        .unwrap();
+        let decisions = Decisions::new(vec![
+            Decision {
+                limit: 10,
+                ..decision(Outcome::Allowed, 9, Some(Duration::from_millis(100)))
+            },
+            Decision {
+                limit: 10_000,
+                ..decision(Outcome::Allowed, 3, Some(Duration::from_millis(8_640_001)))
+            },
+        ]);
+        let mut headers = HeaderMap::new();
+        HeaderWriter::new(RateLimitHeaders::Both, &policies).write(&mut headers, &decisions);
+        assert_eq!(
+            headers["ratelimit-policy"],
+            r#""burst";q=10;w=1, "daily";q=10000;w=86400"#
+        );
+        assert_eq!(
+            headers["ratelimit"],
+            r#""burst";r=9;t=1, "daily";r=3;t=8641"#
+        );
+        assert_eq!(headers["x-ratelimit-limit"], "10000");
+        assert_eq!(headers["x-ratelimit-remaining"], "3");
+        assert_eq!(headers["x-ratelimit-reset"], "8641");
     }
 }

@@ -14,7 +14,7 @@ use crate::reject::Rejection;
 use crate::service::{RateLimit, Resolve, Shared, Skip};
 use crate::store::{MemoryStore, Store};
 use crate::weight::{self, Weigher};
-use crate::{Algorithm, FailurePolicy, Policy, Quota, QuotaError, RequestHead};
+use crate::{Algorithm, FailurePolicy, Policies, Policy, Quota, QuotaError, RequestHead};
 
 /// A custom rejection answer; see [`RateLimitLayer::on_rejection`].
 pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync>;
@@ -52,14 +52,14 @@ pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Se
 pub struct RateLimitLayer<K: KeyExtractor, S> {
     key: K,
     store: S,
-    policy: Policy,
+    policies: Policies,
     weigher: Arc<dyn Weigher>,
     headers: RateLimitHeaders,
     on_rejection: Option<OnRejection>,
     on_store_error: FailurePolicy,
     /// The in-process store deciding while `store` fails, shared by every service
-    /// this layer makes, and the policy it enforces.
-    fallback: (MemoryStore<K::Key>, Policy),
+    /// this layer makes, and the policies it enforces.
+    fallback: (MemoryStore<K::Key>, Policies),
     on_decision: Option<OnDecision<K::Key>>,
     skip: Option<Skip>,
     resolve: Option<Resolve<K::Key>>,
@@ -84,23 +84,31 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
         Ok(Self::with_policy(key, store, policy))
     }
 
-    /// Limits requests keyed by `key` to a [`Policy`]: a named quota with its algorithm.
+    /// Limits requests keyed by `key` to a [`Policy`] (a named quota with its algorithm),
+    /// or to several [`Policies`] that every request must pass.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_ratelimit::{key, store::MemoryStore, Algorithm, Policy, Quota, RateLimitLayer};
+    /// use tower_ratelimit::{key, store::MemoryStore, Algorithm, Policies, Policy, Quota, RateLimitLayer};
     ///
     /// let shaper = Algorithm::LeakyBucketShaper { max_delay: Duration::from_secs(2) };
     /// let policy = Policy::new("smooth", Quota::per_second(10).burst(1), shaper)?;
     /// let layer = RateLimitLayer::with_policy(key::PeerIp, MemoryStore::new(), policy);
+    ///
+    /// let both = Policies::new([
+    ///     Policy::new("burst", Quota::per_second(10), Algorithm::TokenBucket)?,
+    ///     Policy::new("daily", Quota::per_day(10_000), Algorithm::SlidingWindow)?,
+    /// ])?;
+    /// let layer = RateLimitLayer::with_policy(key::Header::new("x-api-key"), MemoryStore::new(), both);
     /// # Ok::<(), tower_ratelimit::QuotaError>(())
     /// ```
-    pub fn with_policy(key: K, store: S, policy: Policy) -> Self {
+    pub fn with_policy(key: K, store: S, policies: impl Into<Policies>) -> Self {
+        let policies = policies.into();
         Self {
             key,
             store,
-            fallback: (MemoryStore::new(), policy.clone()),
-            policy,
+            fallback: (MemoryStore::new(), policies.clone()),
+            policies,
             weigher: Arc::new(weight::constant(1)),
             headers: RateLimitHeaders::default(),
             on_rejection: None,
@@ -115,7 +123,8 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
 
     /// Sets how much each request costs (default: 1). A cost of 0 passes uncounted.
     pub fn weight(mut self, weigher: impl Weigher) -> Self {
-        let burst = self.policy.quota().burst_size();
+        let burst = self.policies.iter().map(|p| p.quota().burst_size()).min();
+        let burst = burst.unwrap_or(u64::MAX);
         if let Some(max) = weigher.max_weight().filter(|&max| max > burst) {
             tracing::warn!(
                 weight = max,
@@ -127,18 +136,21 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
         self
     }
 
-    /// Sets the algorithm (default: [`Algorithm::TokenBucket`]).
+    /// Sets the algorithm of every policy (default: [`Algorithm::TokenBucket`]).
     ///
     /// # Panics
     ///
-    /// If the algorithm cannot enforce the quota (see [`Algorithm`]); build a [`Policy`]
+    /// If the algorithm cannot enforce a quota (see [`Algorithm`]); build a [`Policy`]
     /// and use [`with_policy`](Self::with_policy) to handle that as an error.
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
-        let with = |policy: &Policy| {
-            Policy::new(policy.name(), *policy.quota(), algorithm)
-                .unwrap_or_else(|e| panic!("invalid quota for {algorithm:?}: {e}"))
+        let with = |policies: &Policies| {
+            Policies::new(policies.iter().map(|policy| {
+                Policy::new(policy.name(), *policy.quota(), algorithm)
+                    .unwrap_or_else(|e| panic!("invalid quota for {algorithm:?}: {e}"))
+            }))
+            .expect("the same names as before")
         };
-        self.policy = with(&self.policy);
+        self.policies = with(&self.policies);
         self.fallback.1 = with(&self.fallback.1);
         self
     }
@@ -150,14 +162,23 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     }
 
     /// The quota the in-process fallback enforces while the store is failing (default: the
-    /// layer's quota), e.g. this server's share of a quota shared by several servers.
+    /// layer's quota), e.g. this server's share of a quota shared by several servers. It
+    /// replaces the layer's first policy; see [`fallback_policy`](Self::fallback_policy)
+    /// to set several.
     ///
     /// # Panics
     ///
     /// If the quota is invalid.
-    pub fn fallback_quota(mut self, quota: Quota) -> Self {
-        let policy = Policy::new(self.policy.name(), quota, self.policy.algorithm());
-        self.fallback.1 = policy.unwrap_or_else(|e| panic!("invalid quota: {e}"));
+    pub fn fallback_quota(self, quota: Quota) -> Self {
+        let first = &self.policies[0];
+        let policy = Policy::new(first.name(), quota, first.algorithm());
+        self.fallback_policy(policy.unwrap_or_else(|e| panic!("invalid quota: {e}")))
+    }
+
+    /// The policies the in-process fallback enforces while the store is failing (default:
+    /// the layer's).
+    pub fn fallback_policy(mut self, policies: impl Into<Policies>) -> Self {
+        self.fallback.1 = policies.into();
         self
     }
 
@@ -208,10 +229,11 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
         self
     }
 
-    /// Picks the policy per key and request (tiers: free and paid API keys); `None` keeps
-    /// the layer's. Each policy has its own state (its fingerprint is part of the storage
-    /// key) and the headers report the policy applied. Build the policies once and clone
-    /// them in `resolve` (a clone is a reference-count increment).
+    /// Picks the policy (or [`Policies`]) per key and request (tiers: free and paid API
+    /// keys); `None` keeps the layer's. Each policy has its own state (its fingerprint is
+    /// part of the storage key) and the headers report the policies applied. Build them
+    /// once and clone them in `resolve` (a clone of [`Policies`] is a reference-count
+    /// increment).
     ///
     /// ```
     /// use tower_ratelimit::{key, store::MemoryStore, Algorithm, Policy, Quota, RateLimitLayer};
@@ -221,11 +243,14 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     ///     .policy_for(move |api_key, _| api_key.as_bytes().starts_with(b"pro_").then(|| pro.clone()));
     /// # Ok::<(), tower_ratelimit::QuotaError>(())
     /// ```
-    pub fn policy_for<F>(mut self, resolve: F) -> Self
+    pub fn policy_for<F, P>(mut self, resolve: F) -> Self
     where
-        F: Fn(&K::Key, &RequestHead<'_>) -> Option<Policy> + Send + Sync + 'static,
+        F: Fn(&K::Key, &RequestHead<'_>) -> Option<P> + Send + Sync + 'static,
+        P: Into<Policies>,
     {
-        self.resolve = Some(Arc::new(resolve));
+        self.resolve = Some(Arc::new(move |key: &K::Key, request: &RequestHead<'_>| {
+            resolve(key, request).map(Into::into)
+        }));
         self
     }
 
@@ -290,8 +315,8 @@ where
                 key: self.key.clone(),
                 store: self.store.clone(),
                 weigher: Arc::clone(&self.weigher),
-                headers: HeaderWriter::new(self.headers, &self.policy),
-                policy: self.policy.clone(),
+                headers: HeaderWriter::new(self.headers, &self.policies),
+                policies: self.policies.clone(),
                 on_rejection: self.on_rejection.clone(),
                 on_store_error: self.on_store_error,
                 fallback: self.fallback.clone(),
@@ -312,7 +337,7 @@ impl<K: KeyExtractor + fmt::Debug, S: fmt::Debug> fmt::Debug for RateLimitLayer<
         f.debug_struct("RateLimitLayer")
             .field("key", &self.key)
             .field("store", &self.store)
-            .field("policy", &self.policy)
+            .field("policies", &self.policies)
             .field("headers", &self.headers)
             .finish_non_exhaustive()
     }

@@ -88,13 +88,13 @@ pub mod weight;
 
 pub use algorithm::Algorithm;
 pub use body::ResponseBody;
-pub use decision::{Decision, Outcome};
+pub use decision::{Decision, Decisions, Outcome};
 pub use failure::FailurePolicy;
 pub use future::ResponseFuture;
 pub use headers::RateLimitHeaders;
 pub use layer::RateLimitLayer;
 pub use observe::{DecisionEvent, DecisionSource};
-pub use policy::Policy;
+pub use policy::{Policies, Policy};
 pub use quota::{Quota, QuotaError};
 pub use reject::Rejection;
 pub use request::RequestHead;

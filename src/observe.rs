@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Decision, Outcome, Policy};
+use crate::{Decision, Decisions, Outcome, Policies, Policy};
 
 /// A hook called once per decided request; see
 /// [`RateLimitLayer::on_decision`](crate::RateLimitLayer::on_decision).
@@ -18,11 +18,17 @@ pub struct DecisionEvent<'a, Key> {
     pub key: &'a Key,
     /// What the request cost.
     pub cost: u64,
-    /// The policy it was decided under.
+    /// The policy that decided it: the [decisive](Decisions::decisive) one of
+    /// [`policies`](Self::policies).
     pub policy: &'a Policy,
-    /// The decision, or `None` when the store failed and no decision was made (the request
-    /// was let through or answered `503`, per the [`FailurePolicy`](crate::FailurePolicy)).
+    /// The decision under all policies as one ([`Decisions::summary`]), or `None` when
+    /// the store failed and no decision was made (the request was let through or answered
+    /// `503`, per the [`FailurePolicy`](crate::FailurePolicy)).
     pub decision: Option<&'a Decision>,
+    /// Every policy the request was decided under.
+    pub policies: &'a Policies,
+    /// The decision under each of them, when there was one.
+    pub decisions: Option<&'a Decisions>,
     /// Who decided.
     pub source: DecisionSource,
     /// Time from the request's arrival at the layer to the decision.
@@ -74,8 +80,10 @@ pub(crate) struct Metrics {
 
 #[cfg(feature = "metrics")]
 impl Metrics {
-    pub(crate) fn new(policy: &Policy) -> Self {
-        let policy = policy.name().to_owned();
+    /// Handles labelled with the policies' names, joined by commas.
+    pub(crate) fn new(policies: &Policies) -> Self {
+        let names: Vec<&str> = policies.iter().map(Policy::name).collect();
+        let policy = names.join(",");
         let decisions = OUTCOMES.map(|outcome| {
             metrics::counter!(
                 "ratelimit_decisions_total",

@@ -1,5 +1,7 @@
-//! [`Policy`]: a named quota enforced with one algorithm.
+//! [`Policy`]: a named quota enforced with one algorithm, and [`Policies`]: those a
+//! request must all pass.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::{Algorithm, Quota, QuotaError};
@@ -64,13 +66,86 @@ impl Policy {
     }
 }
 
-/// FNV-1a over the quota and the algorithm: stable across processes and Rust versions,
-/// unlike `Hash`, so app servers sharing one store agree on it.
+/// The policies a request must all pass: one, or several named quotas for one key (say
+/// `"burst"`, 10 per second, and `"daily"`, 10 000 per day).
+///
+/// A request passes only if every policy lets it through, and only then is it charged
+/// under each, atomically: a request one policy refuses spends nothing under the others.
+/// The headers list every policy, and a rejection names the ones it violated. A clone is
+/// a reference-count increment.
+///
+/// ```
+/// use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
+///
+/// let policies = Policies::new([
+///     Policy::new("burst", Quota::per_second(10), Algorithm::TokenBucket)?,
+///     Policy::new("daily", Quota::per_day(10_000), Algorithm::SlidingWindow)?,
+/// ])?;
+/// assert_eq!(policies.len(), 2);
+/// assert_eq!(policies[1].name(), "daily");
+/// # Ok::<(), tower_ratelimit::QuotaError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policies {
+    list: Arc<[Policy]>,
+    fingerprint: u64,
+}
+
+impl Policies {
+    /// The policies, in the order the headers list them. Fails if there is none
+    /// ([`QuotaError::NoPolicy`]) or two share a name ([`QuotaError::DuplicateName`]).
+    pub fn new(policies: impl IntoIterator<Item = Policy>) -> Result<Self, QuotaError> {
+        let list: Arc<[Policy]> = policies.into_iter().collect();
+        if list.is_empty() {
+            return Err(QuotaError::NoPolicy);
+        }
+        let mut names: Vec<&str> = list.iter().map(Policy::name).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(QuotaError::DuplicateName);
+        }
+        let fingerprint = match &*list {
+            [one] => one.fingerprint(),
+            all => fnv(all.iter().map(Policy::fingerprint)),
+        };
+        Ok(Self { list, fingerprint })
+    }
+
+    /// A stable 64-bit digest of every policy's quota and algorithm (for one policy, its
+    /// own fingerprint), for naming state in stores.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
+impl Deref for Policies {
+    type Target = [Policy];
+
+    fn deref(&self) -> &[Policy] {
+        &self.list
+    }
+}
+
+impl From<Policy> for Policies {
+    fn from(policy: Policy) -> Self {
+        Self {
+            fingerprint: policy.fingerprint(),
+            list: Arc::new([policy]),
+        }
+    }
+}
+
+/// The fingerprint of a quota and an algorithm.
 fn fingerprint(quota: &Quota, algorithm: Algorithm) -> u64 {
     let period = quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64);
-    [quota.limit(), period, quota.burst_size(), algorithm.id()]
-        .iter()
-        .flat_map(|n| n.to_le_bytes())
+    fnv([quota.limit(), period, quota.burst_size(), algorithm.id()].into_iter())
+}
+
+/// FNV-1a over little-endian words: stable across processes and Rust versions, unlike
+/// `Hash`, so app servers sharing one store agree on it.
+fn fnv(words: impl Iterator<Item = u64>) -> u64 {
+    words
+        .flat_map(u64::to_le_bytes)
         .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
         })
@@ -104,6 +179,20 @@ mod tests {
             Algorithm::TokenBucket,
         );
         assert_eq!(policy.unwrap().name(), "a_b_c_");
+    }
+
+    #[test]
+    fn sets_need_distinct_names() {
+        let policy = |name| Policy::new(name, Quota::per_second(1), Algorithm::TokenBucket);
+        let one = Policies::from(policy("a").unwrap());
+        assert_eq!(one.fingerprint(), one[0].fingerprint());
+        let two = Policies::new([policy("a").unwrap(), policy("b").unwrap()]).unwrap();
+        assert_ne!(two.fingerprint(), one.fingerprint());
+        assert_eq!(
+            Policies::new([policy("a").unwrap(), policy("a").unwrap()]),
+            Err(QuotaError::DuplicateName)
+        );
+        assert_eq!(Policies::new([]), Err(QuotaError::NoPolicy));
     }
 
     #[test]

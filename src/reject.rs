@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::{Decision, Outcome, Policy};
+use crate::{Decision, Decisions, Outcome, Policies, Policy};
 
 const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
@@ -19,10 +19,14 @@ const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#qu
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct Rejection<'a> {
-    /// The store's decision (not allowed).
+    /// The decision under all policies as one ([`Decisions::summary`]; not allowed).
     pub decision: &'a Decision,
-    /// The policy that refused the request.
+    /// The policy that refused the request for longest ([`Decisions::decisive`]).
     pub policy: &'a Policy,
+    /// The decision under each policy: [`Decisions::violated`] tells which refused.
+    pub decisions: &'a Decisions,
+    /// Every policy the request was decided under.
+    pub policies: &'a Policies,
     /// What the request would have cost.
     pub cost: u64,
     /// Whether the request is a gRPC call.
@@ -33,7 +37,7 @@ impl Rejection<'_> {
     /// The default answer.
     ///
     /// * Not enough quota now: `429 Too Many Requests` with a problem body of type
-    ///   `quota-exceeded` naming the violated policy.
+    ///   `quota-exceeded` naming the violated policies (`violated-policies`).
     /// * Cost above the burst: `413 Content Too Large`: waiting would not help, so no
     ///   `Retry-After`.
     /// * gRPC: a trailers-only response with `grpc-status: 8` (`RESOURCE_EXHAUSTED`), not
@@ -80,7 +84,12 @@ impl Rejection<'_> {
         } else {
             "about:blank"
         };
-        problem_json(status, problem_type, &detail, Some(policy))
+        let violated: Vec<&str> = self
+            .decisions
+            .violated()
+            .map(|index| self.policies[index].name())
+            .collect();
+        problem_json(status, problem_type, &detail, &violated)
     }
 }
 
@@ -89,7 +98,7 @@ pub(crate) fn error_response(status: StatusCode, detail: &str, grpc: bool) -> Re
     if grpc {
         grpc_response(status, detail)
     } else {
-        problem_json(status, "about:blank", detail, None)
+        problem_json(status, "about:blank", detail, &[])
     }
 }
 
@@ -98,7 +107,7 @@ fn problem_json(
     status: StatusCode,
     problem_type: &str,
     detail: &str,
-    violated_policy: Option<&str>,
+    violated_policies: &[&str],
 ) -> Response<Bytes> {
     let mut body = String::with_capacity(192 + detail.len());
     for part in [
@@ -123,11 +132,18 @@ fn problem_json(
         }
     }
     body.push('"');
-    if let Some(policy) = violated_policy {
+    if !violated_policies.is_empty() {
         // Policy names are printable ASCII without quotes or backslashes.
-        body.push_str(r#","violated-policies":[""#);
-        body.push_str(policy);
-        body.push_str(r#""]"#);
+        body.push_str(r#","violated-policies":["#);
+        for (i, policy) in violated_policies.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push('"');
+            body.push_str(policy);
+            body.push('"');
+        }
+        body.push(']');
     }
     body.push('}');
     let mut response = Response::new(Bytes::from(body));
@@ -188,6 +204,8 @@ mod tests {
         Rejection {
             decision: &decision,
             policy: &policy,
+            decisions: &decision.into(),
+            policies: &policy.clone().into(),
             cost: 9,
             grpc,
         }

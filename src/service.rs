@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use tower_service::Service;
 
+use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::headers::{write_retry_after, HeaderWriter};
 use crate::key::{KeyError, KeyExtractor};
@@ -20,7 +21,7 @@ use crate::reject::{error_response, Rejection};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::throttle::Throttle;
 use crate::weight::Weigher;
-use crate::{body::ResponseBody, Decision, FailurePolicy, Outcome, Policy, RequestHead};
+use crate::{Decision, Decisions, FailurePolicy, Outcome, Policies, Policy, RequestHead};
 
 /// Middleware that rate-limits requests to the inner service. Made by
 /// [`RateLimitLayer`](crate::RateLimitLayer).
@@ -40,11 +41,11 @@ pub(crate) struct Shared<K: KeyExtractor, S> {
     pub(crate) key: K,
     pub(crate) store: S,
     pub(crate) weigher: Arc<dyn Weigher>,
-    pub(crate) policy: Policy,
+    pub(crate) policies: Policies,
     pub(crate) headers: HeaderWriter,
     pub(crate) on_rejection: Option<OnRejection>,
     pub(crate) on_store_error: FailurePolicy,
-    pub(crate) fallback: (MemoryStore<K::Key>, Policy),
+    pub(crate) fallback: (MemoryStore<K::Key>, Policies),
     pub(crate) on_decision: Option<OnDecision<K::Key>>,
     pub(crate) skip: Option<Skip>,
     pub(crate) resolve: Option<Resolve<K::Key>>,
@@ -56,25 +57,26 @@ pub(crate) struct Shared<K: KeyExtractor, S> {
 
 /// A predicate exempting requests from the limit; see `RateLimitLayer::skip`.
 pub(crate) type Skip = Arc<dyn Fn(&RequestHead<'_>) -> bool + Send + Sync>;
-/// Picks a policy per key; see `RateLimitLayer::policy_for`.
-pub(crate) type Resolve<Key> = Arc<dyn Fn(&Key, &RequestHead<'_>) -> Option<Policy> + Send + Sync>;
+/// Picks the policies per key; see `RateLimitLayer::policy_for`.
+pub(crate) type Resolve<Key> =
+    Arc<dyn Fn(&Key, &RequestHead<'_>) -> Option<Policies> + Send + Sync>;
 
 /// What a request is charged, and what its answer depends on.
 pub(crate) struct Charge<Key> {
     pub(crate) key: Key,
     pub(crate) cost: u64,
-    /// The policy for this key, when it is not the layer's.
-    pub(crate) policy: Option<Arc<Policy>>,
+    /// The policies for this key, when they are not the layer's.
+    pub(crate) policies: Option<Policies>,
     pub(crate) grpc: bool,
     /// When the request arrived, if anyone reads the decision latency.
     pub(crate) started: Option<Instant>,
 }
 
-/// A decision and the policy it was made under (`None`: the layer's).
+/// The decisions and the policies they were made under (`None`: the layer's).
 #[derive(Clone, Debug)]
 pub(crate) struct Report {
-    pub(crate) decision: Decision,
-    pub(crate) policy: Option<Arc<Policy>>,
+    pub(crate) decisions: Decisions,
+    pub(crate) policies: Option<Policies>,
 }
 
 /// What to do with a request once its decision is known.
@@ -95,15 +97,27 @@ pub(crate) enum Verdict {
 /// use tower_ratelimit::RateLimitInfo;
 ///
 /// async fn handler(Extension(info): Extension<RateLimitInfo>) -> String {
-///     format!("{} left under {}", info.decision.remaining, info.policy.name())
+///     format!("{} left under {}", info.decision().remaining, info.policy().name())
 /// }
 /// ```
 #[derive(Clone, Debug)]
 pub struct RateLimitInfo {
-    /// The decision that let the request through.
-    pub decision: Decision,
-    /// The policy it was decided under.
-    pub policy: Policy,
+    /// The decisions that let the request through, one per policy.
+    pub decisions: Decisions,
+    /// The policies they were made under.
+    pub policies: Policies,
+}
+
+impl RateLimitInfo {
+    /// The decisions as one ([`Decisions::summary`]).
+    pub fn decision(&self) -> Decision {
+        self.decisions.summary()
+    }
+
+    /// The policy with the least quota left ([`Decisions::decisive`]).
+    pub fn policy(&self) -> &Policy {
+        &self.policies[self.decisions.decisive()]
+    }
 }
 
 static STORE_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
@@ -118,7 +132,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
     /// Turns the store's answer into what happens to the request.
     pub(crate) fn verdict(
         &self,
-        decided: Result<Decision, StoreError>,
+        decided: Result<Decisions, StoreError>,
         charge: &Charge<K::Key>,
     ) -> Verdict {
         let Charge {
@@ -128,9 +142,9 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             started,
             ..
         } = *charge;
-        let policy = charge.policy.as_deref().unwrap_or(&self.policy);
-        let (decision, source) = match decided {
-            Ok(decision) => (Some(decision), DecisionSource::Store),
+        let policies = charge.policies.as_ref().unwrap_or(&self.policies);
+        let (decisions, source) = match decided {
+            Ok(decisions) => (Some(decisions), DecisionSource::Store),
             Err(error) => {
                 if let Some(suppressed) = STORE_ERRORS.allow() {
                     tracing::warn!(suppressed, policy = ?self.on_store_error, "{error}");
@@ -138,9 +152,9 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 match self.on_store_error {
                     FailurePolicy::FallbackLocal => {
                         let (store, fallback) = &self.fallback;
-                        let fallback = charge.policy.as_deref().unwrap_or(fallback);
-                        let decision = store.decide_now(key, cost, fallback);
-                        (Some(decision), DecisionSource::Fallback)
+                        let fallback = charge.policies.as_ref().unwrap_or(fallback);
+                        let decisions = store.decide_now(key, cost, fallback);
+                        (Some(decisions), DecisionSource::Fallback)
                     }
                     FailurePolicy::Open | FailurePolicy::Closed => {
                         (None, DecisionSource::Unavailable)
@@ -148,25 +162,30 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 }
             }
         };
-        tracing::trace!(cost, ?source, ?decision, "rate-limit decision");
+        tracing::trace!(cost, ?source, ?decisions, "rate-limit decision");
+        let decisive = decisions.as_ref().map_or(0, Decisions::decisive);
+        let policy = &policies[decisive];
+        let decision = decisions.as_ref().map(Decisions::summary);
         if let Some(started) = started {
             let event = DecisionEvent {
                 key,
                 cost,
                 policy,
                 decision: decision.as_ref(),
+                policies,
+                decisions: decisions.as_ref(),
                 source,
                 latency: started.elapsed(),
             };
             #[cfg(feature = "metrics")]
             self.metrics
-                .get_or_init(|| crate::observe::Metrics::new(&self.policy))
+                .get_or_init(|| crate::observe::Metrics::new(&self.policies))
                 .record(&event);
             if let Some(on_decision) = &self.on_decision {
                 on_decision(&event);
             }
         }
-        let Some(decision) = decision else {
+        let (Some(decisions), Some(decision)) = (decisions, decision) else {
             return match self.on_store_error {
                 FailurePolicy::Open => Verdict::Forward(None),
                 _ => Verdict::Answer(Box::new(error_response(
@@ -177,8 +196,8 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             };
         };
         let report = Report {
-            decision,
-            policy: charge.policy.clone(),
+            decisions,
+            policies: charge.policies.clone(),
         };
         match decision.outcome {
             Outcome::Allowed => return Verdict::Forward(Some(report)),
@@ -192,6 +211,8 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         let rejection = Rejection {
             decision: &decision,
             policy,
+            decisions: &report.decisions,
+            policies,
             cost,
             grpc,
         };
@@ -206,12 +227,12 @@ impl<K: KeyExtractor, S> Shared<K, S> {
 
     /// Adds the rate-limit headers for `report`.
     pub(crate) fn write_headers(&self, headers: &mut HeaderMap, report: &Report) {
-        match &report.policy {
-            None => self.headers.write(headers, &report.decision),
-            Some(policy) => self
+        match &report.policies {
+            None => self.headers.write(headers, &report.decisions),
+            Some(policies) => self
                 .headers
-                .for_policy(policy)
-                .write(headers, &report.decision),
+                .for_policies(policies)
+                .write(headers, &report.decisions),
         }
     }
 
@@ -219,8 +240,8 @@ impl<K: KeyExtractor, S> Shared<K, S> {
     pub(crate) fn admit<B>(&self, request: &mut Request<B>, report: Option<&Report>) {
         if let (true, Some(report)) = (self.expose_decision, report) {
             request.extensions_mut().insert(RateLimitInfo {
-                decision: report.decision,
-                policy: report.policy.as_deref().unwrap_or(&self.policy).clone(),
+                decisions: report.decisions.clone(),
+                policies: report.policies.as_ref().unwrap_or(&self.policies).clone(),
             });
         }
     }
@@ -290,17 +311,16 @@ where
         };
         let charge = Charge {
             cost: shared.weigher.weigh(&head),
-            policy: shared
+            policies: shared
                 .resolve
                 .as_ref()
-                .and_then(|resolve| resolve(&key, &head))
-                .map(Arc::new),
+                .and_then(|resolve| resolve(&key, &head)),
             key,
             grpc,
             started: shared.start_timer(),
         };
-        let policy = charge.policy.as_deref().unwrap_or(&shared.policy);
-        let mut decision = shared.store.decide(&charge.key, charge.cost, policy);
+        let policies = charge.policies.as_ref().unwrap_or(&shared.policies);
+        let mut decision = shared.store.decide(&charge.key, charge.cost, policies);
         // An in-process store has decided already: act now, with no clone of the service.
         let noop = &mut Context::from_waker(Waker::noop());
         let decided = match Pin::new(&mut decision).poll(noop) {
@@ -353,7 +373,7 @@ impl<Svc: fmt::Debug, K: KeyExtractor, S> fmt::Debug for RateLimit<Svc, K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("policy", &self.shared.policy)
+            .field("policies", &self.shared.policies)
             .finish_non_exhaustive()
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use tower_ratelimit::store::{MemoryStore, Store};
 use tower_ratelimit::{
-    key, Algorithm, Policy, Quota, RateLimitHeaders, RateLimitLayer, ResponseBody,
+    key, Algorithm, Policies, Policy, Quota, RateLimitHeaders, RateLimitLayer, ResponseBody,
 };
 
 struct Counting;
@@ -39,12 +39,13 @@ fn allocations_during(f: impl FnOnce()) -> usize {
 #[test]
 fn deciding_for_a_known_key_allocates_nothing() {
     let store = MemoryStore::new();
-    let policy = Policy::new(
+    let policy: Policies = Policy::new(
         "default",
         Quota::per_second(10).burst(3),
         Algorithm::TokenBucket,
     )
-    .unwrap();
+    .unwrap()
+    .into();
     let key: IpAddr = "192.0.2.1".parse().unwrap();
     assert!(store
         .decide(&key, 1, &policy)

@@ -21,7 +21,7 @@ use tower_ratelimit::clock::ManualClock;
 use tower_ratelimit::key::{self, ClientIp};
 use tower_ratelimit::store::{MemoryStore, Store, StoreError};
 use tower_ratelimit::{
-    weight, Decision, DecisionEvent, DecisionSource, FailurePolicy, Policy, Quota,
+    weight, DecisionEvent, DecisionSource, Decisions, FailurePolicy, Policies, Quota,
     RateLimitHeaders, RateLimitLayer,
 };
 
@@ -323,7 +323,7 @@ struct FailingStore;
 struct YieldThenFail(bool);
 
 impl Future for YieldThenFail {
-    type Output = Result<Decision, StoreError>;
+    type Output = Result<Decisions, StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if std::mem::replace(&mut self.0, true) {
@@ -338,7 +338,7 @@ impl Future for YieldThenFail {
 impl<K> Store<K> for FailingStore {
     type Future = YieldThenFail;
 
-    fn decide(&self, _: &K, _: u64, _: &Policy) -> YieldThenFail {
+    fn decide(&self, _: &K, _: u64, _: &Policies) -> YieldThenFail {
         YieldThenFail(false)
     }
 }

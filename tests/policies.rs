@@ -117,8 +117,8 @@ async fn handlers_read_the_decision_from_the_extensions() {
             get(|Extension(info): Extension<RateLimitInfo>| async move {
                 format!(
                     "{} left under {}",
-                    info.decision.remaining,
-                    info.policy.name()
+                    info.decision().remaining,
+                    info.policy().name()
                 )
             }),
         )
@@ -146,7 +146,7 @@ async fn per_key_policies_get_their_own_quota_state_and_headers() {
         .route(
             "/",
             get(|Extension(info): Extension<RateLimitInfo>| async move {
-                info.policy.name().to_owned()
+                info.policy().name().to_owned()
             }),
         )
         .layer(layer);

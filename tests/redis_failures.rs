@@ -15,7 +15,9 @@ use support::redis_server::{unique_prefix, RedisServer};
 use support::slow_proxy::SlowProxy;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::store::{RedisStore, Store};
-use tower_ratelimit::{key, Algorithm, FailurePolicy, Policy, Quota, RateLimitLayer, ResponseBody};
+use tower_ratelimit::{
+    key, Algorithm, FailurePolicy, Policies, Policy, Quota, RateLimitLayer, ResponseBody,
+};
 
 const DEADLINE: Duration = Duration::from_millis(50);
 /// Scheduling slack on a busy machine, on top of the deadline.
@@ -87,8 +89,8 @@ async fn outage(policy: FailurePolicy, during: &[StatusCode]) {
 
     server.restart();
     let restarted = Instant::now();
-    let policy_key = Policy::new("default", QUOTA, Algorithm::TokenBucket).unwrap();
-    let key = store.storage_key(&(), &policy_key);
+    let policy_key = Policies::from(Policy::new("default", QUOTA, Algorithm::TokenBucket).unwrap());
+    let key = store.storage_key(&(), &policy_key[0]);
     loop {
         let (_, took) = request(&service).await;
         assert!(took <= DEADLINE + SLACK, "request took {took:?}");
@@ -104,7 +106,7 @@ async fn outage(policy: FailurePolicy, during: &[StatusCode]) {
     }
     let decision = store.decide(&(), 0, &policy_key).await;
     assert!(
-        decision.is_ok_and(|d| d.remaining < 3),
+        decision.is_ok_and(|d| d[0].remaining < 3),
         "decided on the restarted Redis"
     );
 }
@@ -177,7 +179,9 @@ async fn slow_redis_hits_the_deadline() {
     let mut decision = store.decide(
         &(),
         1,
-        &Policy::new("default", QUOTA, Algorithm::TokenBucket).unwrap(),
+        &Policy::new("default", QUOTA, Algorithm::TokenBucket)
+            .unwrap()
+            .into(),
     );
     let poll = std::pin::Pin::new(&mut decision).poll(&mut Context::from_waker(Waker::noop()));
     assert!(
@@ -214,12 +218,13 @@ async fn in_flight_cap_holds() {
         .await
         .unwrap();
     proxy.set_delay(Duration::from_millis(300));
-    let policy = Policy::new(
+    let policy: Policies = Policy::new(
         "default",
         Quota::per_hour(1).burst(100),
         Algorithm::TokenBucket,
     )
-    .unwrap();
+    .unwrap()
+    .into();
     let mut pending = Vec::new();
     let mut refused = 0;
     for i in 0..32u64 {

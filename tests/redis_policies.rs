@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use support::redis_server::{unique_prefix, RedisServer};
 use tower::{Layer, ServiceExt};
 use tower_ratelimit::store::{RedisStore, Store};
-use tower_ratelimit::{key, Algorithm, Policy, Quota, RateLimitLayer};
+use tower_ratelimit::{key, Algorithm, Policies, Policy, Quota, RateLimitLayer};
 
 async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
     RedisStore::builder(server.url())
@@ -79,7 +79,8 @@ async fn ipv4_mapped_addresses_share_the_ipv4_bucket() {
     let server = RedisServer::start();
     let prefix = unique_prefix("mapped");
     let store = store(&server, &prefix).await;
-    let policy = Policy::new("default", Quota::per_hour(2), Algorithm::TokenBucket).unwrap();
+    let policy =
+        Policies::from(Policy::new("default", Quota::per_hour(2), Algorithm::TokenBucket).unwrap());
     let v4: IpAddr = "192.0.2.7".parse().unwrap();
     let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
     assert!(store.decide(&v4, 1, &policy).await.unwrap().is_allowed());
@@ -99,12 +100,13 @@ async fn a_key_found_without_a_ttl_gets_one() {
     let server = RedisServer::start();
     let prefix = unique_prefix("heal");
     let store = store(&server, &prefix).await;
-    let policy = Policy::new("default", Quota::per_hour(1), Algorithm::TokenBucket).unwrap();
+    let policy =
+        Policies::from(Policy::new("default", Quota::per_hour(1), Algorithm::TokenBucket).unwrap());
     let client = redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     // A spent bucket, its TTL lost (say, a `PERSIST` by hand).
     assert!(store.decide(&"k", 1, &policy).await.unwrap().is_allowed());
-    let name = store.storage_key(&"k", &policy);
+    let name = store.storage_key(&"k", &policy[0]);
     let _: bool = connection.persist(&name).await.unwrap();
     assert_eq!(connection.pttl::<_, i64>(&name).await.unwrap(), -1);
     // A denied request writes nothing, but restores the TTL: about an hour.
@@ -134,9 +136,9 @@ async fn window_keys_found_without_a_ttl_get_one() {
         (Algorithm::FixedWindow, 3_600_000),
         (Algorithm::SlidingWindow, 7_200_000),
     ] {
-        let policy = Policy::new("default", Quota::per_hour(1), algorithm).unwrap();
+        let policy = Policies::from(Policy::new("default", Quota::per_hour(1), algorithm).unwrap());
         assert!(store.decide(&"k", 1, &policy).await.unwrap().is_allowed());
-        let name = store.storage_key(&"k", &policy);
+        let name = store.storage_key(&"k", &policy[0]);
         let _: bool = connection.persist(&name).await.unwrap();
         // A denial writes nothing, but gives the key back a TTL within its windows.
         assert!(!store.decide(&"k", 1, &policy).await.unwrap().is_allowed());

@@ -12,7 +12,7 @@ use redis::aio::MultiplexedConnection;
 use support::cases::{parse, Case, Expected};
 use support::redis_server::{unique_prefix, RedisServer};
 use tower_ratelimit::store::{RedisStore, Store};
-use tower_ratelimit::{Algorithm, Decision, Outcome, Policy, Quota};
+use tower_ratelimit::{Algorithm, Decisions, Outcome, Policies, Policy, Quota};
 
 /// Generous: these tests are about counting, not latency, and share a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -37,8 +37,10 @@ async fn redis_time(connection: &mut MultiplexedConnection) -> u64 {
     secs * 1_000_000 + micros
 }
 
-fn policy(quota: Quota) -> Policy {
-    Policy::new("default", quota, Algorithm::TokenBucket).unwrap()
+fn policy(quota: Quota) -> Policies {
+    Policy::new("default", quota, Algorithm::TokenBucket)
+        .unwrap()
+        .into()
 }
 
 /// Moves a key's state `by` into the past, as if that much time had gone by: GCRA depends
@@ -83,8 +85,10 @@ async fn run(
     algorithm: Algorithm,
     key: String,
 ) -> Result<(), String> {
-    let policy = Policy::new("default", case.quota, algorithm).map_err(|e| e.to_string())?;
-    let storage_key = store.storage_key(&key, &policy);
+    let policy: Policies = Policy::new("default", case.quota, algorithm)
+        .map_err(|e| e.to_string())?
+        .into();
+    let storage_key = store.storage_key(&key, &policy[0]);
     let refills = case.quota.period().is_some();
     let mut planned = Duration::ZERO;
     let mut charged_at = None;
@@ -101,7 +105,7 @@ async fn run(
         let after = redis_time(connection).await;
         let late = charged_at.map_or(Duration::ZERO, |at| Duration::from_micros(after - at));
         step.expected
-            .check_late(&decision, late)
+            .check_late(&decision[0], late)
             .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
         if decision.is_allowed() && step.cost > 0 {
             charged_at.get_or_insert(before);
@@ -245,8 +249,10 @@ async fn run_windows(
     algorithm: Algorithm,
     key: String,
 ) -> Result<Option<String>, String> {
-    let policy = Policy::new("default", case.quota, algorithm).map_err(|e| e.to_string())?;
-    let storage_key = store.storage_key(&key, &policy);
+    let policy: Policies = Policy::new("default", case.quota, algorithm)
+        .map_err(|e| e.to_string())?
+        .into();
+    let storage_key = store.storage_key(&key, &policy[0]);
     let period = case.quota.period().unwrap().as_micros() as u64;
     let mut base = redis_time(connection).await / period * period;
     let mut charged = false;
@@ -281,7 +287,7 @@ async fn run_windows(
             return Ok(Some(format!("step {} ran {late:?} late", i + 1)));
         }
         step.expected
-            .check_late(&decision, late)
+            .check_late(&decision[0], late)
             .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
         charged |= decision.is_allowed() && step.cost > 0;
     }
@@ -355,7 +361,7 @@ async fn keys_live_exactly_until_their_tat() {
     let mut connection = connection.clone();
 
     let refilling = policy(Quota::per_minute(6).burst(5));
-    let key = store.storage_key(&"k", &refilling);
+    let key = store.storage_key(&"k", &refilling[0]);
     store.decide(&"k", 0, &refilling).await.unwrap();
     assert_eq!(pttl(key.clone()).await, -2, "a look writes nothing");
     let before = redis_time(&mut connection).await;
@@ -376,14 +382,14 @@ async fn keys_live_exactly_until_their_tat() {
 
     let fixed = policy(Quota::fixed(3));
     store.decide(&"k", 1, &fixed).await.unwrap();
-    assert_eq!(pttl(store.storage_key(&"k", &fixed)).await, -1);
+    assert_eq!(pttl(store.storage_key(&"k", &fixed[0])).await, -1);
 }
 
 /// Counts what `stores × tasks` concurrent requests on one key were admitted.
 async fn admit_concurrently(
     stores: &[RedisStore],
     tasks: usize,
-    policy: &Policy,
+    policy: &Policies,
     cost_of: impl Fn(usize) -> u64,
 ) -> Vec<(u64, bool)> {
     let mut handles = Vec::new();
@@ -440,11 +446,7 @@ async fn weighted_requests_share_one_limit_exactly() {
         .map(|(cost, _)| cost)
         .sum();
     assert!(spent <= 300, "over-admitted: {spent}");
-    let left = stores[0]
-        .decide(&"shared", 0, &policy)
-        .await
-        .unwrap()
-        .remaining;
+    let left = stores[0].decide(&"shared", 0, &policy).await.unwrap()[0].remaining;
     assert_eq!(left, 300 - spent, "every admission charged once");
     // Without refill, quota only shrinks: a denied request that fits what is left now
     // would have fitted when it was denied.
@@ -467,7 +469,7 @@ async fn decisions_follow_redis_time() {
     let store = store(&server, &unique_prefix("clock")).await;
     let mut connection = connection(&server).await;
     let policy = policy(Quota::per_second(1).burst(1));
-    let key = store.storage_key(&"k", &policy);
+    let key = store.storage_key(&"k", &policy[0]);
     let seeded = redis_time(&mut connection).await + 3_500_000;
     let _: () = redis::cmd("SET")
         .arg(&key)
@@ -486,8 +488,8 @@ async fn decisions_follow_redis_time() {
     assert!(retry >= Duration::from_micros(seeded - after));
 }
 
-fn decision_retry(decision: &Decision) -> Duration {
-    match decision.outcome {
+fn decision_retry(decision: &Decisions) -> Duration {
+    match decision.summary().outcome {
         tower_ratelimit::Outcome::Denied {
             retry_after: Some(retry),
         } => retry,
@@ -522,11 +524,7 @@ async fn script_flush_mid_run_is_invisible() {
     flusher.await.unwrap();
     assert_eq!(admitted, 400);
     assert_eq!(
-        stores[0]
-            .decide(&"shared", 0, &policy)
-            .await
-            .unwrap()
-            .remaining,
+        stores[0].decide(&"shared", 0, &policy).await.unwrap()[0].remaining,
         0
     );
 }
@@ -547,7 +545,7 @@ async fn hostile_keys_are_safe() {
         b"victim".to_vec(),
     ];
     for key in &keys {
-        let name = store.storage_key(key, &policy);
+        let name = store.storage_key(key, &policy[0]);
         assert!(name.len() < 128, "{} bytes", name.len());
         assert_eq!(name.iter().filter(|&&b| b == b'{').count(), 1);
         assert_eq!(name.iter().filter(|&&b| b == b'}').count(), 1);
@@ -643,7 +641,9 @@ async fn shaper_hands_out_distinct_slots_at_the_rate() {
     let algorithm = Algorithm::LeakyBucketShaper {
         max_delay: Duration::from_secs(1),
     };
-    let policy = Policy::new("default", Quota::per_second(10).burst(1), algorithm).unwrap();
+    let policy: Policies = Policy::new("default", Quota::per_second(10).burst(1), algorithm)
+        .unwrap()
+        .into();
     let mut handles = Vec::new();
     for i in 0..40 {
         let (store, policy) = (stores[i % 2].clone(), policy.clone());
@@ -652,7 +652,7 @@ async fn shaper_hands_out_distinct_slots_at_the_rate() {
             let before = redis_time(&mut connection).await;
             let decision = store.decide(&"shared", 1, &policy).await.unwrap();
             let after = redis_time(&mut connection).await;
-            (before, decision.outcome, after)
+            (before, decision[0].outcome, after)
         }));
     }
     let mut results = Vec::new();
@@ -668,7 +668,7 @@ async fn shaper_hands_out_distinct_slots_at_the_rate() {
     );
     let mut connection = connection.clone();
     let tat: u64 = redis::cmd("GET")
-        .arg(stores[0].storage_key(&"shared", &policy))
+        .arg(stores[0].storage_key(&"shared", &policy[0]))
         .query_async(&mut connection)
         .await
         .unwrap();

@@ -7,12 +7,14 @@ use std::time::Duration;
 use support::cases::{parse, Case};
 use tower_ratelimit::clock::ManualClock;
 use tower_ratelimit::store::{MemoryStore, Store};
-use tower_ratelimit::{Algorithm, Policy};
+use tower_ratelimit::{Algorithm, Policies, Policy};
 
 fn run(case: &Case, algorithm: Algorithm) -> Result<(), String> {
     let clock = ManualClock::new();
     let store = MemoryStore::with_clock(clock.clone());
-    let policy = Policy::new("default", case.quota, algorithm).map_err(|e| e.to_string())?;
+    let policy: Policies = Policy::new("default", case.quota, algorithm)
+        .map_err(|e| e.to_string())?
+        .into();
     let mut elapsed = Duration::ZERO;
     for (i, step) in case.steps.iter().enumerate() {
         clock.advance(step.at - elapsed);
@@ -22,7 +24,7 @@ fn run(case: &Case, algorithm: Algorithm) -> Result<(), String> {
             .into_inner()
             .map_err(|e| e.to_string())?;
         step.expected
-            .check(&decision)
+            .check(&decision[0])
             .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
     }
     Ok(())

@@ -11,7 +11,7 @@ mod sliding_window;
 
 use std::time::Duration;
 
-use crate::{Decision, Quota, QuotaError};
+use crate::{Decision, Decisions, Policy, Quota, QuotaError};
 
 /// How quota is spent and refilled.
 ///
@@ -114,6 +114,40 @@ impl Algorithm {
             Self::SlidingWindow => 4,
         }
     }
+}
+
+/// Decides a request under every policy of a set, each with its state word in `states`:
+/// the request passes only if all let it through, and only then is it charged under each.
+/// A request one policy refuses is reported under the others as they stand, uncharged.
+/// Returns whether any state changed.
+pub(crate) fn decide_all(
+    policies: &[Policy],
+    states: &mut [u64],
+    now: u64,
+    cost: u64,
+) -> (Decisions, bool) {
+    let decide = |policy: &Policy, state: u64, cost: u64| {
+        policy.algorithm().decide(state, now, cost, policy.quota())
+    };
+    let mut decided: Vec<_> = policies
+        .iter()
+        .zip(&*states)
+        .map(|(policy, &state)| decide(policy, state, cost))
+        .collect();
+    let passes = decided.iter().all(|(decision, _)| decision.is_allowed());
+    let mut charged = false;
+    for ((policy, state), (decision, next)) in policies.iter().zip(states).zip(&mut decided) {
+        match next {
+            Some(next) if passes => {
+                *state = *next;
+                charged = true;
+            }
+            _ if !passes && decision.is_allowed() => *decision = decide(policy, *state, 0).0,
+            _ => {}
+        }
+    }
+    let decisions = decided.into_iter().map(|(decision, _)| decision).collect();
+    (Decisions::new(decisions), charged)
 }
 
 #[cfg(test)]

@@ -3,16 +3,16 @@
 use std::future::{ready, Ready};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use dashmap::{mapref::entry::Entry, DashMap};
 use foldhash::fast::RandomState;
 
 use super::{Store, StoreError};
-use crate::algorithm::EMPTY;
+use crate::algorithm::{decide_all, EMPTY};
 use crate::clock::{Clock, MonotonicClock};
-use crate::{Decision, Outcome, Policy};
+use crate::{Decision, Decisions, Outcome, Policies, Policy};
 
 /// Keys tracked before the first sweep for idle keys.
 const FIRST_SWEEP_AT: usize = 1024;
@@ -22,6 +22,11 @@ const CAP_SWEEP_GAP: Duration = Duration::from_secs(1);
 /// An in-process store: a concurrent map from key to one packed `u64` of state, updated
 /// with a compare-and-swap loop. Deciding for a known key takes no lock on the key and
 /// allocates nothing; clones share the same state.
+///
+/// Under several [`Policies`] a key holds one word per policy, checked and charged
+/// together under a short per-key lock, so a request one policy refuses spends nothing
+/// under the others. Such a key's state is its own: apart from the same policies used
+/// alone or in another set.
 ///
 /// # Memory is bounded
 ///
@@ -40,6 +45,7 @@ const CAP_SWEEP_GAP: Duration = Duration::from_secs(1);
 ///
 /// let store = MemoryStore::<&str>::new();
 /// let policy = Policy::new("default", Quota::per_second(1).burst(2), Algorithm::TokenBucket)?;
+/// let policy = policy.into();
 /// let decide = |key| store.decide(&key, 1, &policy).into_inner().unwrap();
 /// assert!(decide("alice").is_allowed());
 /// assert!(decide("alice").is_allowed());
@@ -52,11 +58,14 @@ pub struct MemoryStore<K, C = MonotonicClock> {
 }
 
 struct Shared<K, C> {
-    /// foldhash with a random seed per map: keys are chosen by clients, so not a fixed
-    /// hash, and SipHash would cost more than the rest of a decision.
+    /// Keys under one policy. foldhash with a random seed per map: keys are chosen by
+    /// clients, so not a fixed hash, and SipHash would cost more than the rest of a
+    /// decision.
     states: DashMap<Slot<K>, AtomicU64, RandomState>,
+    /// Keys under several policies, one state word each, decided together under a lock.
+    sets: DashMap<Slot<K>, Mutex<Box<[u64]>>, RandomState>,
     /// The policies that have state here, so a sweep knows how to read each state word.
-    policies: RwLock<Vec<Policy>>,
+    policies: RwLock<Vec<Policies>>,
     clock: C,
     max_keys: AtomicUsize,
     len: AtomicUsize,
@@ -65,11 +74,11 @@ struct Shared<K, C> {
     next_cap_sweep: AtomicU64,
 }
 
-/// One key under one policy: state under another quota or algorithm is never shared.
+/// One key under its policies: state under another quota or algorithm is never shared.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Slot<K> {
-    /// The low 32 bits of the policy fingerprint: with the key, an entry fits in 32 bytes
-    /// for `IpAddr` keys. Two policies on one store collide with probability 2^-32.
+    /// The low 32 bits of the policies' fingerprint: with the key, an entry fits in 32
+    /// bytes for `IpAddr` keys. Two policies on one store collide with probability 2^-32.
     policy: u32,
     key: K,
 }
@@ -94,6 +103,7 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
         Self {
             shared: Arc::new(Shared {
                 states: DashMap::default(),
+                sets: DashMap::default(),
                 policies: RwLock::new(Vec::new()),
                 clock,
                 max_keys: AtomicUsize::new(1 << 20),
@@ -127,50 +137,69 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
-    pub(crate) fn decide_now(&self, key: &K, cost: u64, policy: &Policy) -> Decision {
+    pub(crate) fn decide_now(&self, key: &K, cost: u64, policies: &Policies) -> Decisions {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
         let slot = Slot {
-            policy: policy.fingerprint() as u32,
+            policy: policies.fingerprint() as u32,
             key: key.clone(),
         };
-        if let Some(state) = shared.states.get(&slot) {
-            return update(&state, now, cost, policy);
+        match &**policies {
+            [policy] => self.decide_in(&shared.states, slot, now, policies, |state| {
+                update(state, now, cost, policy).into()
+            }),
+            _ => self.decide_in(&shared.sets, slot, now, policies, |states| {
+                let mut states = states.lock().unwrap_or_else(|e| e.into_inner());
+                decide_all(policies, &mut states, now, cost).0
+            }),
         }
-        let (decision, state) = policy.algorithm().decide(EMPTY, now, cost, policy.quota());
-        let Some(state) = state else {
+    }
+
+    /// Decides in `map` with `update` on the slot's state, or on a fresh one for a new key,
+    /// which is kept only if the decision changed it and the store has room.
+    fn decide_in<S: Fresh>(
+        &self,
+        map: &DashMap<Slot<K>, S, RandomState>,
+        slot: Slot<K>,
+        now: u64,
+        policies: &Policies,
+        update: impl Fn(&S) -> Decisions,
+    ) -> Decisions {
+        if let Some(state) = map.get(&slot) {
+            return update(&state);
+        }
+        let fresh = S::fresh(policies.len());
+        let decision = update(&fresh);
+        if !fresh.is_changed() {
             // Nothing to remember: a denial or a zero-cost look.
             return decision;
-        };
-        if !self.make_room(now, policy) {
-            return at_capacity(now, shared.next_cap_sweep.load(Relaxed), policy);
         }
-        match shared.states.entry(slot) {
-            Entry::Occupied(entry) => update(entry.get(), now, cost, policy),
+        if !self.make_room(now, policies) {
+            let next_sweep = self.shared.next_cap_sweep.load(Relaxed);
+            return at_capacity(now, next_sweep, policies);
+        }
+        match map.entry(slot) {
+            Entry::Occupied(entry) => update(entry.get()),
             Entry::Vacant(entry) => {
-                entry.insert(AtomicU64::new(state));
-                shared.len.fetch_add(1, Relaxed);
+                entry.insert(fresh);
+                self.shared.len.fetch_add(1, Relaxed);
                 decision
             }
         }
     }
 
-    /// Registers `policy` and sweeps idle keys when due. Returns whether a new key fits.
-    fn make_room(&self, now: u64, policy: &Policy) -> bool {
+    /// Registers `policies` and sweeps idle keys when due. Returns whether a new key fits.
+    fn make_room(&self, now: u64, policies: &Policies) -> bool {
         let shared = &*self.shared;
-        let known = shared
-            .policies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|p| p.fingerprint() == policy.fingerprint());
-        if !known {
-            let mut policies = shared.policies.write().unwrap_or_else(|e| e.into_inner());
-            if !policies
+        let known = |registered: &[Policies]| {
+            registered
                 .iter()
-                .any(|p| p.fingerprint() == policy.fingerprint())
-            {
-                policies.push(policy.clone());
+                .any(|p| p.fingerprint() == policies.fingerprint())
+        };
+        if !known(&shared.policies.read().unwrap_or_else(|e| e.into_inner())) {
+            let mut registered = shared.policies.write().unwrap_or_else(|e| e.into_inner());
+            if !known(&registered) {
+                registered.push(policies.clone());
             }
         }
         let max_keys = shared.max_keys.load(Relaxed);
@@ -198,28 +227,69 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         shared.len.load(Relaxed) < max_keys
     }
 
-    /// Drops every key whose state is idle at `now`. Each shard is write-locked while it is
-    /// swept, so no update can slip in between the check and the removal.
+    /// Drops every key whose state is idle at `now` under all its policies. Each shard is
+    /// write-locked while it is swept, so no update can slip in between the check and the
+    /// removal.
     fn sweep(&self, now: u64) {
         let shared = &*self.shared;
-        let policies = shared
+        let registered = shared
             .policies
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let idle = |slot: &Slot<K>, states: &[u64]| {
+            registered.iter().any(|policies| {
+                policies.fingerprint() as u32 == slot.policy
+                    && policies.len() == states.len()
+                    && policies
+                        .iter()
+                        .zip(states)
+                        .all(|(p, &state)| p.algorithm().is_idle(state, now, p.quota()))
+            })
+        };
         let mut removed = 0;
         shared.states.retain(|slot, state| {
-            let idle = policies.iter().any(|p| {
-                p.fingerprint() as u32 == slot.policy
-                    && p.algorithm().is_idle(state.load(Relaxed), now, p.quota())
-            });
-            removed += usize::from(idle);
-            !idle
+            let drop = idle(slot, &[*state.get_mut()]);
+            removed += usize::from(drop);
+            !drop
+        });
+        shared.sets.retain(|slot, states| {
+            let drop = idle(slot, states.get_mut().unwrap_or_else(|e| e.into_inner()));
+            removed += usize::from(drop);
+            !drop
         });
         let len = shared.len.fetch_sub(removed, Relaxed) - removed;
         if shared.states.capacity() > 4 * len.max(FIRST_SWEEP_AT) {
             shared.states.shrink_to_fit();
+            shared.sets.shrink_to_fit();
         }
+    }
+}
+
+/// The state of one key in a map: a fresh one, and whether a decision changed it.
+trait Fresh {
+    fn fresh(policies: usize) -> Self;
+    fn is_changed(&self) -> bool;
+}
+
+impl Fresh for AtomicU64 {
+    fn fresh(_: usize) -> Self {
+        AtomicU64::new(EMPTY)
+    }
+
+    fn is_changed(&self) -> bool {
+        self.load(Relaxed) != EMPTY
+    }
+}
+
+impl Fresh for Mutex<Box<[u64]>> {
+    fn fresh(policies: usize) -> Self {
+        Mutex::new(vec![EMPTY; policies].into_boxed_slice())
+    }
+
+    fn is_changed(&self) -> bool {
+        let states = self.lock().unwrap_or_else(|e| e.into_inner());
+        states.iter().any(|&state| state != EMPTY)
     }
 }
 
@@ -241,16 +311,17 @@ fn update(state: &AtomicU64, now: u64, cost: u64, policy: &Policy) -> Decision {
 }
 
 /// The answer for a new key while the store is full: wait for the next sweep.
-fn at_capacity(now: u64, next_sweep: u64, policy: &Policy) -> Decision {
+fn at_capacity(now: u64, next_sweep: u64, policies: &Policies) -> Decisions {
     let wait = Duration::from_nanos(next_sweep.saturating_sub(now)).max(Duration::from_millis(1));
-    Decision {
+    let denial = |policy: &Policy| Decision {
         outcome: Outcome::Denied {
             retry_after: Some(wait),
         },
         limit: policy.quota().burst_size(),
         remaining: 0,
         reset: Some(wait),
-    }
+    };
+    Decisions::new(policies.iter().map(denial).collect())
 }
 
 impl<K, C> Clone for MemoryStore<K, C> {
@@ -275,10 +346,10 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     C: Clock,
 {
-    type Future = Ready<Result<Decision, StoreError>>;
+    type Future = Ready<Result<Decisions, StoreError>>;
 
-    fn decide(&self, key: &K, cost: u64, policy: &Policy) -> Self::Future {
-        ready(Ok(self.decide_now(key, cost, policy)))
+    fn decide(&self, key: &K, cost: u64, policies: &Policies) -> Self::Future {
+        ready(Ok(self.decide_now(key, cost, policies)))
     }
 }
 
@@ -291,8 +362,18 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::{Algorithm, Quota};
 
-    fn policy(quota: Quota) -> Policy {
-        Policy::new("default", quota, Algorithm::TokenBucket).unwrap()
+    fn policy(quota: Quota) -> Policies {
+        named("default", quota)
+    }
+
+    fn named(name: &str, quota: Quota) -> Policies {
+        Policy::new(name, quota, Algorithm::TokenBucket)
+            .unwrap()
+            .into()
+    }
+
+    fn both(a: &Policies, b: &Policies) -> Policies {
+        Policies::new([a[0].clone(), b[0].clone()]).unwrap()
     }
 
     #[test]
@@ -350,7 +431,7 @@ mod tests {
         assert!(store.decide_now(&2, 1, &policy).is_allowed());
         let denied = store.decide_now(&3, 1, &policy);
         assert_eq!(
-            denied.outcome,
+            denied[0].outcome,
             Outcome::Denied {
                 retry_after: Some(Duration::from_secs(1))
             }
@@ -375,10 +456,10 @@ mod tests {
         store.decide_now(&u64::MAX, 1, &quick);
         assert_eq!(store.len(), FIRST_SWEEP_AT / 2 + 1);
         // The `slow` buckets kept their state: one unit left each, then denial.
-        assert_eq!(store.decide_now(&0, 1, &slow).remaining, 0);
+        assert_eq!(store.decide_now(&0, 1, &slow)[0].remaining, 0);
         assert!(!store.decide_now(&0, 1, &slow).is_allowed());
         // A dropped `quick` bucket decides exactly as a full one.
-        assert_eq!(store.decide_now(&0, 1, &quick).remaining, 1);
+        assert_eq!(store.decide_now(&0, 1, &quick)[0].remaining, 1);
     }
 
     #[test]
@@ -395,11 +476,96 @@ mod tests {
     fn looking_and_denying_remember_nothing() {
         let store = MemoryStore::with_clock(ManualClock::new());
         let policy = policy(Quota::per_second(1).burst(2));
-        assert_eq!(store.decide_now(&"k", 0, &policy).remaining, 2);
+        assert_eq!(store.decide_now(&"k", 0, &policy)[0].remaining, 2);
         assert_eq!(
-            store.decide_now(&"k", 3, &policy).outcome,
+            store.decide_now(&"k", 3, &policy)[0].outcome,
             Outcome::CostExceedsBurst
         );
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn several_policies_charge_all_or_nothing_across_threads() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let (wide, narrow) = (
+            named("wide", Quota::per_hour(100)),
+            named("narrow", Quota::per_hour(60)),
+        );
+        let policies = both(&wide, &narrow);
+        let threads = 8;
+        let barrier = Barrier::new(threads);
+        let admitted: usize = thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        (0..1000)
+                            .filter(|_| store.decide_now(&"hot", 1, &policies).is_allowed())
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 60);
+        // Thousands of refusals by "narrow" spent nothing of "wide".
+        let look = store.decide_now(&"hot", 0, &policies);
+        assert_eq!((look[0].remaining, look[1].remaining), (40, 0));
+    }
+
+    #[test]
+    fn a_refusal_by_one_policy_reports_the_others_uncharged() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let (second, hour) = (
+            named("second", Quota::per_second(2)),
+            named("hour", Quota::per_hour(5)),
+        );
+        let policies = both(&second, &hour);
+        for left in [(1, 4), (0, 3)] {
+            let decisions = store.decide_now(&"k", 1, &policies);
+            assert!(decisions.is_allowed());
+            assert_eq!((decisions[0].remaining, decisions[1].remaining), left);
+        }
+        let refused = store.decide_now(&"k", 1, &policies);
+        assert_eq!(refused.violated().collect::<Vec<_>>(), [0]);
+        assert_eq!(refused[1].outcome, Outcome::Allowed);
+        assert_eq!(refused[1].remaining, 3);
+        assert_eq!(
+            refused.summary().outcome,
+            Outcome::Denied {
+                retry_after: Some(Duration::from_millis(500))
+            }
+        );
+        // A cost above one burst is refused as such, and charges the other nothing.
+        let too_costly = store.decide_now(&"k", 4, &policies);
+        assert_eq!(too_costly.summary().outcome, Outcome::CostExceedsBurst);
+        clock.advance(Duration::from_secs(1));
+        let decisions = store.decide_now(&"k", 2, &policies);
+        assert_eq!((decisions[0].remaining, decisions[1].remaining), (0, 1));
+        // Each set keeps its own state, apart from the same policies alone.
+        assert_eq!(store.decide_now(&"k", 0, &hour)[0].remaining, 5);
+    }
+
+    #[test]
+    fn sweeps_drop_sets_once_every_policy_is_idle() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let policies = both(
+            &named("second", Quota::per_second(1)),
+            &named("minute", Quota::per_minute(1)),
+        );
+        for key in 0..FIRST_SWEEP_AT as u64 - 1 {
+            store.decide_now(&key, 1, &policies);
+        }
+        clock.advance(Duration::from_secs(1));
+        store.decide_now(&u64::MAX, 1, &policies);
+        // Full again under "second" only: nothing may be dropped.
+        assert_eq!(store.len(), FIRST_SWEEP_AT);
+        assert!(!store.decide_now(&0, 1, &policies).is_allowed());
+        clock.advance(Duration::from_secs(60));
+        store.decide_now(&(u64::MAX - 1), 1, &policies);
+        assert_eq!(store.len(), 1);
+        assert!(store.decide_now(&0, 1, &policies).is_allowed());
     }
 }

@@ -12,9 +12,9 @@ use std::future::Future;
 pub use self::redis::{RedisDecision, RedisKey, RedisStore, RedisStoreBuilder};
 pub use memory::MemoryStore;
 
-use crate::{Decision, Policy};
+use crate::{Decisions, Policies};
 
-/// Decides, atomically for one key, whether a request of some cost passes a policy.
+/// Decides, atomically for one key, whether a request of some cost passes its policies.
 ///
 /// The future is an associated type so the layer's response future is not boxed. An
 /// in-process store decides inside [`decide`](Store::decide) and returns
@@ -22,11 +22,12 @@ use crate::{Decision, Policy};
 /// Clones must share state.
 pub trait Store<K>: Clone + Send + Sync + 'static {
     /// The pending decision.
-    type Future: Future<Output = Result<Decision, StoreError>> + Send + Unpin + 'static;
+    type Future: Future<Output = Result<Decisions, StoreError>> + Send + Unpin + 'static;
 
-    /// Decides a request of `cost` for `key` under `policy`, charging it if it passes.
-    /// A cost of 0 reports the key's state without charging anything.
-    fn decide(&self, key: &K, cost: u64, policy: &Policy) -> Self::Future;
+    /// Decides a request of `cost` for `key` under every policy of `policies`: it passes
+    /// only if all let it through, and only then is it charged under each, in one atomic
+    /// step. A cost of 0 reports the key's state without charging anything.
+    fn decide(&self, key: &K, cost: u64, policies: &Policies) -> Self::Future;
 }
 
 /// A store could not decide (unreachable, timed out, ...). What the layer does then is

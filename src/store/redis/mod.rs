@@ -23,42 +23,29 @@ use self::deny_cache::{DenyCache, Gcra};
 pub use self::key::RedisKey;
 use super::{Store, StoreError};
 use crate::clock::{Clock, MonotonicClock};
-use crate::{Algorithm, Decision, Outcome, Policy};
+use crate::{Algorithm, Decision, Decisions, Outcome, Policies, Policy};
 
-/// A script's source: the shared prelude (Redis time, exact integer division) and its
-/// files under `scripts/`.
-macro_rules! script {
-    ($($file:literal),+) => {
-        concat!(include_str!("scripts/prelude.lua"), $(include_str!(concat!("scripts/", $file))),+)
-    };
-}
+/// The one script every decision runs: the shared prelude (Redis time, exact integer
+/// division), one function per algorithm, and `decide.lua`, which checks every policy of a
+/// key and charges all of them or none.
+const SCRIPT: &str = concat!(
+    include_str!("scripts/prelude.lua"),
+    include_str!("scripts/gcra.lua"),
+    include_str!("scripts/token_bucket.lua"),
+    include_str!("scripts/shaper.lua"),
+    include_str!("scripts/fixed_window.lua"),
+    include_str!("scripts/sliding_window.lua"),
+    include_str!("scripts/decide.lua"),
+);
 
-/// One Lua script per kind of state.
+/// The script's name for each kind of state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Script {
+enum Kind {
     /// GCRA: the token bucket and the leaky-bucket meter.
-    TokenBucket,
-    Shaper,
-    FixedWindow,
-    SlidingWindow,
-}
-
-impl Script {
-    const ALL: [Self; 4] = [
-        Self::TokenBucket,
-        Self::Shaper,
-        Self::FixedWindow,
-        Self::SlidingWindow,
-    ];
-
-    fn source(self) -> &'static str {
-        match self {
-            Self::TokenBucket => script!("gcra.lua", "token_bucket.lua"),
-            Self::Shaper => script!("gcra.lua", "shaper.lua"),
-            Self::FixedWindow => script!("fixed_window.lua"),
-            Self::SlidingWindow => script!("sliding_window.lua"),
-        }
-    }
+    TokenBucket = 0,
+    Shaper = 1,
+    FixedWindow = 2,
+    SlidingWindow = 3,
 }
 
 /// The longest span Redis can hold exactly (in microseconds): 100 years, as for
@@ -70,11 +57,12 @@ const MAX_EXACT: u64 = 1 << 53;
 
 /// A store in Redis, shared by every app server that uses the same Redis and prefix.
 ///
-/// Each decision is one call of a Lua script, one per algorithm, computing what the
-/// in-process store computes, on one key, `<prefix>:{<key>}:<policy fingerprint>`: the braces make the key its
-/// Cluster hash tag, and the fingerprint keeps state written under another quota or
-/// algorithm apart. See [`RedisKey`] for how keys are written (long, binary or secret keys
-/// are hashed).
+/// Each decision is one call of one Lua script computing what the in-process store
+/// computes, on one Redis key per policy, `<prefix>:{<key>}:<policy fingerprint>`: the
+/// braces make the key its Cluster hash tag (every policy of a key lands in one slot, so
+/// one script checks and charges them all atomically), and the fingerprint keeps state
+/// written under another quota or algorithm apart. See [`RedisKey`] for how keys are
+/// written (long, binary or secret keys are hashed).
 ///
 /// # Semantics
 ///
@@ -108,7 +96,7 @@ const MAX_EXACT: u64 = 1 << 53;
 ///
 /// # Deny cache
 ///
-/// For the token bucket and the leaky-bucket meter: when Redis denies a request, the
+/// For the token bucket and the leaky-bucket meter, alone: when Redis denies a request, the
 /// store remembers a lower bound of the key's state and,
 /// until it has passed, denies locally the requests GCRA would deny on that bound: denied
 /// traffic then costs what the in-process store costs, not a round trip. Because a bound
@@ -136,8 +124,8 @@ pub struct RedisStore {
 
 struct Shared {
     connection: ConnectionManager,
-    /// The SHA-1 of each script, in the order of [`Script::ALL`].
-    shas: Vec<String>,
+    /// The SHA-1 of the script.
+    sha: String,
     prefix: String,
     deadline: Duration,
     in_flight: Arc<Semaphore>,
@@ -184,9 +172,12 @@ impl RedisStore {
         key::storage_key(&self.shared.prefix, key, policy.fingerprint())
     }
 
-    /// The SHA-1 of the token-bucket script, as `EVALSHA` names it.
+    /// The SHA-1 of the decision script, as `EVALSHA` names it. Its arguments: `KEYS`,
+    /// one per policy; `ARGV`, the cost, then for each policy its algorithm (0 token
+    /// bucket, 1 shaper, 2 fixed window, 3 sliding window), emission interval or period in
+    /// whole microseconds, burst, and the shaper's `max_delay` in microseconds (else 0).
     pub fn script_sha(&self) -> &str {
-        self.shared.sha(Script::TokenBucket)
+        &self.shared.sha
     }
 }
 
@@ -247,20 +238,16 @@ impl RedisStoreBuilder {
         let mut connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(failed)?;
-        let mut shas = Vec::new();
-        for script in Script::ALL {
-            let sha: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(script.source())
-                .query_async(&mut connection)
-                .await
-                .map_err(failed)?;
-            shas.push(sha);
-        }
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(SCRIPT)
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)?;
         Ok(RedisStore {
             shared: Arc::new(Shared {
                 connection,
-                shas,
+                sha,
                 prefix: self.prefix,
                 deadline: self.deadline,
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
@@ -273,10 +260,10 @@ impl RedisStoreBuilder {
     }
 }
 
-/// A policy as its script takes it.
+/// A policy as the script takes it.
 #[derive(Clone, Copy)]
 struct Limits {
-    script: Script,
+    kind: Kind,
     /// In whole microseconds: the emission interval (rounded up) for the buckets, the
     /// period (rounded up) for the windows; 0 if the quota never refills.
     time: u64,
@@ -292,23 +279,23 @@ impl Limits {
         let interval = quota.interval_nanos().map_or(0, |ns| up(ns.into()));
         let period = quota.period().map_or(0, |period| up(period.as_nanos()));
         let burst = quota.burst_size();
-        let (script, time, max_delay) = match policy.algorithm() {
-            Algorithm::TokenBucket | Algorithm::LeakyBucket => (Script::TokenBucket, interval, 0),
+        let (kind, time, max_delay) = match policy.algorithm() {
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => (Kind::TokenBucket, interval, 0),
             Algorithm::LeakyBucketShaper { max_delay } => (
-                Script::Shaper,
+                Kind::Shaper,
                 interval,
                 u64::try_from(max_delay.as_micros()).unwrap_or(u64::MAX),
             ),
-            Algorithm::FixedWindow => (Script::FixedWindow, period, 0),
-            Algorithm::SlidingWindow => (Script::SlidingWindow, period, 0),
+            Algorithm::FixedWindow => (Kind::FixedWindow, period, 0),
+            Algorithm::SlidingWindow => (Kind::SlidingWindow, period, 0),
         };
-        let exact = match script {
-            Script::TokenBucket | Script::Shaper => time
+        let exact = match kind {
+            Kind::TokenBucket | Kind::Shaper => time
                 .checked_mul(burst)
                 .and_then(|depth| depth.checked_add(max_delay))
                 .is_some_and(|span| span <= MAX_SPAN_MICROS),
-            Script::FixedWindow => time <= MAX_SPAN_MICROS && burst <= MAX_EXACT / 2,
-            Script::SlidingWindow => {
+            Kind::FixedWindow => time <= MAX_SPAN_MICROS && burst <= MAX_EXACT / 2,
+            Kind::SlidingWindow => {
                 time <= MAX_SPAN_MICROS
                     && (burst + 1)
                         .checked_mul(time)
@@ -322,7 +309,7 @@ impl Limits {
             )));
         }
         Ok(Self {
-            script,
+            kind,
             time,
             burst,
             max_delay,
@@ -333,17 +320,17 @@ impl Limits {
     /// and the meter, and only when the quota refills. (A shaper's denial is about the
     /// queue, and windows do not keep a TAT.)
     fn gcra(self) -> Option<Gcra> {
-        (self.script == Script::TokenBucket && self.time > 0).then_some(Gcra {
+        (self.kind == Kind::TokenBucket && self.time > 0).then_some(Gcra {
             interval: self.time * 1000,
             burst: self.burst,
         })
     }
 
-    /// The script's reply as a [`Decision`].
-    fn decision(
-        self,
-        (outcome, remaining, reset, time): (u8, u64, u64, u64),
-    ) -> Result<Decision, StoreError> {
+    /// The script's reply for this policy as a [`Decision`].
+    fn decision(self, reply: &[u64]) -> Result<Decision, StoreError> {
+        let &[outcome, remaining, reset, time] = reply else {
+            return Err(StoreError::new("unexpected script reply"));
+        };
         let refills = self.time > 0;
         let outcome = match outcome {
             0 => Outcome::Allowed,
@@ -387,41 +374,31 @@ impl Shared {
         cache.downcast_ref::<DenyCache<K>>().map(f)
     }
 
-    fn sha(&self, script: Script) -> &str {
-        &self.shas[script as usize]
-    }
-
     /// One script call: `EVALSHA`, or `EVAL` once if Redis does not know the script.
-    async fn call(
-        &self,
-        key: &[u8],
-        limits: Limits,
-        cost: u64,
-    ) -> RedisResult<(u8, u64, u64, u64)> {
+    async fn call(&self, keys: &[Vec<u8>], limits: &[Limits], cost: u64) -> RedisResult<Vec<u64>> {
         let mut connection = self.connection.clone();
-        let all = [limits.time, limits.burst, cost, limits.max_delay];
-        let args = if limits.script == Script::Shaper {
-            &all[..]
-        } else {
-            &all[..3]
+        let mut args = Vec::with_capacity(1 + 4 * limits.len());
+        args.push(cost);
+        for limits in limits {
+            args.extend([
+                limits.kind as u64,
+                limits.time,
+                limits.burst,
+                limits.max_delay,
+            ]);
+        }
+        let call = |command: &str, script: &str| {
+            let mut call = redis::cmd(command);
+            call.arg(script).arg(keys.len()).arg(keys).arg(&args);
+            call
         };
-        let reply = redis::cmd("EVALSHA")
-            .arg(self.sha(limits.script))
-            .arg(1)
-            .arg(key)
-            .arg(args)
+        match call("EVALSHA", &self.sha)
             .query_async(&mut connection)
-            .await;
-        match reply {
+            .await
+        {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 // Not run: Redis refused the call before running anything.
-                redis::cmd("EVAL")
-                    .arg(limits.script.source())
-                    .arg(1)
-                    .arg(key)
-                    .arg(args)
-                    .query_async(&mut connection)
-                    .await
+                call("EVAL", SCRIPT).query_async(&mut connection).await
             }
             reply => reply,
         }
@@ -434,22 +411,29 @@ where
 {
     type Future = RedisDecision;
 
-    fn decide(&self, key: &K, cost: u64, policy: &Policy) -> RedisDecision {
+    fn decide(&self, key: &K, cost: u64, policies: &Policies) -> RedisDecision {
         let shared = &self.shared;
-        let limits = match Limits::of(policy) {
+        let limits = match policies
+            .iter()
+            .map(Limits::of)
+            .collect::<Result<Vec<_>, _>>()
+        {
             Ok(limits) => limits,
             Err(error) => return RedisDecision::ready(Err(error)),
         };
-        let fingerprint = policy.fingerprint();
+        let fingerprint = policies.fingerprint();
         // Read before the call is sent, so that a bound derived from the answer can only
         // be early.
         let sent = shared.clock.now_nanos();
-        let gcra = limits.gcra();
+        let gcra = match &*limits {
+            [one] => one.gcra(),
+            _ => None,
+        };
         if let Some(gcra) = gcra {
             let local =
                 shared.with_deny_cache(|cache| cache.check(fingerprint, key, cost, gcra, sent));
             if let Some(decision) = local.flatten() {
-                return RedisDecision::ready(Ok(decision));
+                return RedisDecision::ready(Ok(decision.into()));
             }
         }
         let Some(pass) = shared.breaker.pass(sent) else {
@@ -460,12 +444,15 @@ where
         let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
             return RedisDecision::ready(Err(StoreError::new("too many Redis calls in flight")));
         };
-        let storage_key = key::storage_key(&shared.prefix, key, fingerprint);
+        let storage_keys: Vec<Vec<u8>> = policies
+            .iter()
+            .map(|policy| key::storage_key(&shared.prefix, key, policy.fingerprint()))
+            .collect();
         let shared = Arc::clone(shared);
         let key = key.clone();
         RedisDecision(State::Calling(Box::pin(async move {
             let reply =
-                tokio::time::timeout(shared.deadline, shared.call(&storage_key, limits, cost))
+                tokio::time::timeout(shared.deadline, shared.call(&storage_keys, &limits, cost))
                     .await;
             drop(permit);
             let done = shared.clock.now_nanos();
@@ -484,13 +471,24 @@ where
                 }
             };
             pass.record(true, done);
-            let decision = limits.decision(reply)?;
+            if reply.len() != 4 * limits.len() {
+                return Err(StoreError::new("unexpected script reply"));
+            }
+            let decisions = limits
+                .iter()
+                .zip(reply.chunks(4))
+                .map(|(limits, reply)| limits.decision(reply))
+                .collect::<Result<Vec<_>, _>>()?;
             if let (
-                Outcome::Denied {
-                    retry_after: Some(retry),
-                },
+                [Decision {
+                    outcome:
+                        Outcome::Denied {
+                            retry_after: Some(retry),
+                        },
+                    ..
+                }],
                 Some(gcra),
-            ) = (decision.outcome, gcra)
+            ) = (&*decisions, gcra)
             {
                 // retry = TAT + cost·T − burst·T − now (Redis time), so the TAT was
                 // `retry + (burst − cost)·T` ahead of Redis's clock when the script ran,
@@ -498,7 +496,7 @@ where
                 let ahead = retry.as_nanos() as u64 + (gcra.burst - cost) * gcra.interval;
                 shared.with_deny_cache(|cache| cache.record(fingerprint, &key, sent + ahead, done));
             }
-            Ok(decision)
+            Ok(Decisions::new(decisions))
         })))
     }
 }
@@ -521,21 +519,21 @@ impl fmt::Debug for RedisStore {
 /// without waiting.
 pub struct RedisDecision(State);
 
-type Call = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
+type Call = Pin<Box<dyn Future<Output = Result<Decisions, StoreError>> + Send>>;
 
 enum State {
-    Ready(Option<Result<Decision, StoreError>>),
+    Ready(Option<Result<Decisions, StoreError>>),
     Calling(Call),
 }
 
 impl RedisDecision {
-    fn ready(result: Result<Decision, StoreError>) -> Self {
+    fn ready(result: Result<Decisions, StoreError>) -> Self {
         Self(State::Ready(Some(result)))
     }
 }
 
 impl Future for RedisDecision {
-    type Output = Result<Decision, StoreError>;
+    type Output = Result<Decisions, StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {

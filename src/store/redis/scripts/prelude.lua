@@ -33,13 +33,22 @@ end
 
 -- A key found without a TTL (written by hand, or by another tool) gets one when a request
 -- leaves it unchanged: it lives until `expires` (microseconds), or goes at once if that
--- has passed. `expires` is nil for a missing key.
-local function heal_ttl(expires, now)
-  if expires and redis.call('PTTL', KEYS[1]) == -1 then
+-- has passed. `expires` is nil for a missing key, or one that is meant to stay.
+local function heal_ttl(key, expires, now)
+  if expires and redis.call('PTTL', key) == -1 then
     if expires > now then
-      redis.call('PEXPIRE', KEYS[1], px_until(expires, now))
+      redis.call('PEXPIRE', key, px_until(expires, now))
     else
-      redis.call('DEL', KEYS[1])
+      redis.call('DEL', key)
     end
   end
 end
+
+-- Every algorithm below is a function (state, now, time, burst, cost, max_delay) of a
+-- key's value (false when missing) that writes nothing and returns:
+--   reply        { outcome, remaining, reset, time }, integers, times in microseconds:
+--                outcome 0 allowed (charged), 1 denied, 2 the cost exceeds the burst,
+--                3 delayed (the shaper; time = the wait)
+--   value        the key's new value if the request is charged, else nil
+--   lives_until  when that value stops saying anything (its expiry), nil to keep it
+--   expires      when the current value stops saying anything, for heal_ttl

@@ -2,83 +2,69 @@
 -- microseconds of Redis time. With e the time elapsed in the current window of length P,
 -- the units in use are prev * (P - e) / P + curr; a request of cost c passes iff that plus
 -- c stays within the burst.
---
--- KEYS[1]  '<window k>:<prev>:<curr>'; it expires at the end of window k + 1
--- ARGV[1]  period P in whole microseconds
--- ARGV[2]  burst
--- ARGV[3]  cost
---
--- Reply: { outcome, remaining, reset, retry }, integers, times in microseconds.
---   outcome 0: allowed (charged); reset = time until one more unit is free, 0 if none used
---   outcome 1: denied; reset = retry = exact time until the same request passes
---   outcome 2: the cost exceeds the burst
+--   state  '<window k>:<prev>:<curr>'; it expires at the end of window k + 1
+--   time   the period P in whole microseconds
+--   reset  allowed: time until one more unit is free, 0 if none used; denied: the same as
+--          the exact retry time
 -- Every product is at most burst * P, kept with (burst + 1) * P <= 2^53 by the Rust side.
-local period = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local now = now_micros()
-local index = idiv(now, period)
-
-local prev, curr = 0, 0
--- When the stored state stops saying anything: the end of the window after its own.
-local expires = nil
-local state = redis.call('GET', KEYS[1])
-if state then
-  local stored, p, c = string.match(state, '^(%d+):(%d+):(%d+)$')
-  expires = (tonumber(stored) + 2) * period
-  local behind = index - tonumber(stored)
-  -- A later window (written by a caller with a later clock) counts as current.
-  if behind <= 0 then
-    prev, curr = tonumber(p), tonumber(c)
-  elseif behind == 1 then
-    prev = tonumber(c)
-  end
-end
-local elapsed = now - index * period
-
--- prev * (P - e): the previous window's weight, scaled by P.
-local function weight()
-  return prev * (period - elapsed)
-end
-
-local function remaining()
-  return math.max(burst - cdiv(weight(), period) - curr, 0)
-end
-
--- How long until the units in use drop to `target` or below, with no new admissions.
-local function wait_until_used(target)
-  if curr <= target then
-    -- prev decays through the rest of this window.
-    local room = (target - curr) * period
-    if weight() <= room then
-      return 0
+local function sliding_window(state, now, period, burst, cost)
+  local index = idiv(now, period)
+  local prev, curr = 0, 0
+  local expires = nil
+  if state then
+    local stored, p, c = string.match(state, '^(%d+):(%d+):(%d+)$')
+    expires = (tonumber(stored) + 2) * period
+    local behind = index - tonumber(stored)
+    -- A later window (written by a caller with a later clock) counts as current.
+    if behind <= 0 then
+      prev, curr = tonumber(p), tonumber(c)
+    elseif behind == 1 then
+      prev = tonumber(c)
     end
-    return period - idiv(room, prev) - elapsed
   end
-  -- Only in the next window, where curr becomes the decaying prev.
-  return period - elapsed + period - idiv(target * period, curr)
-end
+  local elapsed = now - index * period
 
-if cost > burst then
-  heal_ttl(expires, now)
-  return { 2, remaining(), 0, 0 }
+  -- prev * (P - e): the previous window's weight, scaled by P.
+  local function weight()
+    return prev * (period - elapsed)
+  end
+
+  local function remaining()
+    return math.max(burst - cdiv(weight(), period) - curr, 0)
+  end
+
+  -- How long until the units in use drop to `target` or below, with no new admissions.
+  local function wait_until_used(target)
+    if curr <= target then
+      -- prev decays through the rest of this window.
+      local room = (target - curr) * period
+      if weight() <= room then
+        return 0
+      end
+      return period - idiv(room, prev) - elapsed
+    end
+    -- Only in the next window, where curr becomes the decaying prev.
+    return period - elapsed + period - idiv(target * period, curr)
+  end
+
+  if cost > burst then
+    return { 2, remaining(), 0, 0 }, nil, nil, expires
+  end
+  -- prev * (P - e) + (curr + cost) * P <= burst * P, without the larger sum.
+  if curr + cost > burst or weight() > (burst - curr - cost) * period then
+    local retry = wait_until_used(burst - cost)
+    return { 1, remaining(), retry, retry }, nil, nil, expires
+  end
+  curr = curr + cost
+  local left = remaining()
+  local reset = 0
+  if left ~= burst then
+    reset = wait_until_used(burst - left - 1)
+  end
+  local reply = { 0, left, reset, 0 }
+  if cost == 0 then
+    return reply, nil, nil, expires
+  end
+  return reply, string.format('%.0f:%.0f:%.0f', index, prev, curr), (index + 2) * period,
+    expires
 end
--- prev * (P - e) + (curr + cost) * P <= burst * P, without the larger sum.
-if curr + cost > burst or weight() > (burst - curr - cost) * period then
-  heal_ttl(expires, now)
-  local retry = wait_until_used(burst - cost)
-  return { 1, remaining(), retry, retry }
-end
-curr = curr + cost
-local left = remaining()
-local reset = 0
-if left ~= burst then
-  reset = wait_until_used(burst - left - 1)
-end
-if cost > 0 then
-  redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', index, prev, curr),
-    'PX', px_until((index + 2) * period, now))
-else
-  heal_ttl(expires, now)
-end
-return { 0, left, reset, 0 }
