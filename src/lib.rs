@@ -36,7 +36,9 @@
 //! the bucket holds `c` units; a denied request changes nothing. A cost above the burst can
 //! never pass and is answered `413` without `Retry-After`. See [`Quota`] and
 //! [`Decision`]. The leaky bucket (meter and delaying shaper), fixed window and sliding
-//! window are the other [`Algorithm`]s; [`Policy`] names a quota with its algorithm.
+//! window are the other [`Algorithm`]s; [`Policy`] names a quota with its algorithm, and
+//! [`Policies`] hold several for one key (a burst limit and a daily allowance): a request
+//! passes only if all pass, and only then is charged under each, atomically.
 //!
 //! # Stores
 //!

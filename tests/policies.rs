@@ -13,7 +13,9 @@ use tower::ServiceExt;
 use tower_ratelimit::clock::ManualClock;
 use tower_ratelimit::key::{self, KeyError};
 use tower_ratelimit::store::MemoryStore;
-use tower_ratelimit::{Algorithm, Policy, Quota, RateLimitInfo, RateLimitLayer, RequestHead};
+use tower_ratelimit::{
+    Algorithm, Policies, Policy, Quota, RateLimitInfo, RateLimitLayer, RequestHead,
+};
 
 fn get_with(path: &str, api_key: Option<&str>) -> Request<Body> {
     let mut builder = Request::get(path);
@@ -209,4 +211,57 @@ async fn a_changed_quota_never_reads_state_written_under_the_old_one() {
         send(&windowed, get_with("/", Some("k"))).await.status(),
         200
     );
+}
+
+#[tokio::test]
+async fn several_policies_are_all_reported_and_refusals_name_the_violated_ones() {
+    let clock = ManualClock::new();
+    let store = MemoryStore::with_clock(clock.clone());
+    let policies = Policies::new([
+        Policy::new("second", Quota::per_second(2), Algorithm::TokenBucket).unwrap(),
+        Policy::new("hour", Quota::per_hour(3), Algorithm::TokenBucket).unwrap(),
+    ])
+    .unwrap();
+    let layer = RateLimitLayer::with_policy(key::Header::new("x-api-key"), store, policies);
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer);
+    let call = || send(&app, get_with("/", Some("k")));
+
+    let first = call().await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let headers = first.headers();
+    assert_eq!(
+        headers["ratelimit-policy"],
+        r#""second";q=2;w=1, "hour";q=3;w=3600"#
+    );
+    assert_eq!(
+        headers["ratelimit"],
+        r#""second";r=1;t=1, "hour";r=2;t=1200"#
+    );
+    // The legacy headers describe the policy with the least left.
+    assert_eq!(headers["x-ratelimit-limit"], "2");
+    assert_eq!(headers["x-ratelimit-remaining"], "1");
+
+    assert_eq!(call().await.status(), StatusCode::OK);
+    let refused = call().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    // "hour" was not charged for the refusal: one left.
+    assert_eq!(
+        refused.headers()["ratelimit"],
+        r#""second";r=0;t=1, "hour";r=1;t=1200"#
+    );
+    assert!(text(refused)
+        .await
+        .ends_with(r#""violated-policies":["second"]}"#));
+
+    clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(call().await.status(), StatusCode::OK);
+    let refused = call().await;
+    assert_eq!(refused.headers()["retry-after"], "1199");
+    assert_eq!(refused.headers()["x-ratelimit-limit"], "3");
+    assert!(text(refused)
+        .await
+        .ends_with(r#""violated-policies":["hour"]}"#));
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use support::cases::{parse, Case, Expected};
+use support::multi;
 use support::redis_server::{unique_prefix, RedisServer};
 use tower_ratelimit::store::{RedisStore, Store};
 use tower_ratelimit::{Algorithm, Decisions, Outcome, Policies, Policy, Quota};
@@ -430,6 +431,54 @@ async fn stores_share_one_limit_exactly() {
     let results = admit_concurrently(&stores, 64, &policy, |_| 1).await;
     let admitted = results.iter().filter(|(_, allowed)| *allowed).count();
     assert_eq!(admitted, 100);
+}
+
+/// Several policies on one key: all pass, then all are charged, in one script call, as
+/// the in-process store decides them; every policy's key carries the same hash tag.
+#[tokio::test]
+async fn several_policies_charge_all_or_nothing() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("multi");
+    let store = store(&server, &prefix).await;
+    let policies = multi::policies();
+    for (step, (cost, ..)) in multi::STEPS.iter().enumerate() {
+        let decisions = store.decide(&"key", *cost, &policies).await.unwrap();
+        multi::check(step, &policies, &decisions).unwrap();
+    }
+    let mut connection = connection(&server).await;
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(
+        names.iter().all(|name| name.contains(":{key}:")),
+        "{names:?}"
+    );
+}
+
+/// 4 stores × 64 tasks under two policies: exactly the narrower one's burst is admitted,
+/// and the thousands of refusals spent nothing of the wider one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_policies_stay_atomic_across_stores() {
+    let server = RedisServer::start();
+    let stores = stores(&server, &unique_prefix("multi_exact"), 4).await;
+    let policy = |name, quota, algorithm| Policy::new(name, quota, algorithm).unwrap();
+    let policies = Policies::new([
+        policy(
+            "wide",
+            Quota::per_hour(1).burst(100),
+            Algorithm::TokenBucket,
+        ),
+        policy("narrow", Quota::per_day(60), Algorithm::FixedWindow),
+    ])
+    .unwrap();
+    let results = admit_concurrently(&stores, 64, &policies, |_| 1).await;
+    let admitted = results.iter().filter(|(_, allowed)| *allowed).count();
+    assert_eq!(admitted, 60);
+    let look = stores[0].decide(&"shared", 0, &policies).await.unwrap();
+    assert_eq!((look[0].remaining, look[1].remaining), (40, 0));
 }
 
 /// The same with weights: nothing over the burst, nothing lost, and no request denied that

@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::cases::{parse, Case};
+use support::multi;
 use tower_ratelimit::clock::ManualClock;
 use tower_ratelimit::store::{MemoryStore, Store};
 use tower_ratelimit::{Algorithm, Policies, Policy};
@@ -82,4 +83,14 @@ fn sliding_window_table() {
     check_table(include_str!("cases/sliding_window.txt"), |_| {
         Algorithm::SlidingWindow
     });
+}
+
+#[test]
+fn several_policies_charge_all_or_nothing() {
+    let store = MemoryStore::with_clock(ManualClock::new());
+    let policies = multi::policies();
+    for (step, (cost, ..)) in multi::STEPS.iter().enumerate() {
+        let decisions = store.decide(&"key", *cost, &policies).into_inner().unwrap();
+        multi::check(step, &policies, &decisions).unwrap();
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod client;
+pub mod multi;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 #[cfg(feature = "redis")]
