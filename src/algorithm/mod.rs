@@ -206,3 +206,54 @@ pub(crate) mod testing {
             .unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::testing::arrivals;
+    use super::*;
+
+    fn policies() -> [Policy; 3] {
+        let policy = |name, limit, ms, burst, algorithm| {
+            let quota = Quota::new(limit, Duration::from_millis(ms)).burst(burst);
+            Policy::new(name, quota, algorithm).unwrap()
+        };
+        [
+            policy("bucket", 1, 1, 4, Algorithm::TokenBucket),
+            policy("fixed", 9, 20, 9, Algorithm::FixedWindow),
+            policy("sliding", 12, 30, 12, Algorithm::SlidingWindow),
+        ]
+    }
+
+    proptest! {
+        /// A set admits exactly what every policy alone admits when it only sees the
+        /// requests the set admitted: a refusal by one policy charges none of the others.
+        #[test]
+        fn a_set_is_each_policy_fed_only_the_admitted_requests(arrivals in arrivals()) {
+            let policies = policies();
+            let mut states = [EMPTY; 3];
+            let mut now = 0;
+            let mut passed = Vec::new();
+            for &(gap, cost) in &arrivals {
+                now += gap;
+                let (decisions, _) = decide_all(&policies, &mut states, now, cost);
+                let alone = policies.iter().all(|p| {
+                    // The policy alone, fed only what the set admitted: it admitted each.
+                    let state = passed.iter().fold(EMPTY, |state, &(at, cost)| {
+                        let (decision, next) = p.algorithm().decide(state, at, cost, p.quota());
+                        assert!(decision.is_allowed());
+                        next.unwrap_or(state)
+                    });
+                    p.algorithm().decide(state, now, cost, p.quota()).0.is_allowed()
+                });
+                prop_assert_eq!(decisions.is_allowed(), alone);
+                if alone {
+                    passed.push((now, cost));
+                }
+            }
+        }
+    }
+}
