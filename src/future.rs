@@ -140,7 +140,7 @@ where
                     let (mut inner, mut request, charge) = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    match shared.verdict(decided, &charge) {
+                    match shared.verdict(decided, &charge, request.headers()) {
                         Verdict::Forward(report) => {
                             shared.admit(&mut request, report.as_ref());
                             State::Forwarding {

@@ -17,10 +17,10 @@
 //! Times are rounded up so a client that waits as told is never early. `w` and `t` are
 //! left out for a quota that never refills, and so is `Retry-After`.
 
-use std::fmt::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -54,10 +54,27 @@ pub(crate) struct HeaderWriter {
     /// `"<name>";r=` per policy, the start of its item in the `RateLimit` field.
     item_starts: Box<[String]>,
     policy: HeaderValue,
+    /// For a layer's single policy, the `RateLimit` fields of small numbers, formatted on
+    /// first use: a layer answers the same few over and over.
+    fields: Option<Box<[OnceLock<HeaderValue>]>>,
 }
+
+/// `RateLimit` fields with `r` below this and `t` below [`CACHED_T`] (or no `t`) are cached.
+const CACHED_R: u64 = 32;
+const CACHED_T: u64 = 8;
 
 impl HeaderWriter {
     pub(crate) fn new(which: RateLimitHeaders, policies: &Policies) -> Self {
+        let mut writer = Self::uncached(which, policies);
+        if policies.len() == 1 && writer.writes_ietf() {
+            let cells = (CACHED_R * (CACHED_T + 1)) as usize;
+            writer.fields = Some((0..cells).map(|_| OnceLock::new()).collect());
+        }
+        writer
+    }
+
+    /// A writer that formats every field afresh, for policies picked per request.
+    fn uncached(which: RateLimitHeaders, policies: &Policies) -> Self {
         let items: Vec<String> = policies
             .iter()
             .map(|policy| {
@@ -75,6 +92,7 @@ impl HeaderWriter {
                 .map(|policy| format!("\"{}\";r=", policy.name()))
                 .collect(),
             policy: HeaderValue::try_from(items.join(", ")).expect("policy names are sf-strings"),
+            fields: None,
         }
     }
 
@@ -83,9 +101,13 @@ impl HeaderWriter {
         self.which != RateLimitHeaders::None
     }
 
+    fn writes_ietf(&self) -> bool {
+        matches!(self.which, RateLimitHeaders::Ietf | RateLimitHeaders::Both)
+    }
+
     /// The same header sets for other policies.
     pub(crate) fn for_policies(&self, policies: &Policies) -> Self {
-        Self::new(self.which, policies)
+        Self::uncached(self.which, policies)
     }
 
     /// Adds the rate-limit headers describing `decisions`, one per policy.
@@ -94,20 +116,9 @@ impl HeaderWriter {
             return;
         }
         headers.reserve(5);
-        if matches!(self.which, RateLimitHeaders::Ietf | RateLimitHeaders::Both) {
-            let mut field = String::with_capacity(self.item_starts.len() * 40);
-            for (start, decision) in self.item_starts.iter().zip(decisions.iter()) {
-                if !field.is_empty() {
-                    field.push_str(", ");
-                }
-                field.push_str(start);
-                let _ = write!(field, "{}", decision.remaining);
-                if let Some(reset) = decision.reset {
-                    let _ = write!(field, ";t={}", ceil_secs(reset));
-                }
-            }
+        if self.writes_ietf() {
             headers.insert(&RATELIMIT_POLICY, self.policy.clone());
-            headers.insert(&RATELIMIT, HeaderValue::try_from(field).expect("ascii"));
+            headers.insert(&RATELIMIT, self.field(decisions));
         }
         if matches!(
             self.which,
@@ -121,6 +132,58 @@ impl HeaderWriter {
             }
         }
     }
+
+    /// The `RateLimit` field: one item per policy.
+    fn field(&self, decisions: &Decisions) -> HeaderValue {
+        let t = |decision: &Decision| decision.reset.map(ceil_secs);
+        if let (Some(fields), [decision]) = (&self.fields, &**decisions) {
+            // Columns 0..CACHED_T for `t`, the last one for no `t`.
+            let column = match t(decision) {
+                Some(t) if t < CACHED_T => Some(t),
+                Some(_) => None,
+                None => Some(CACHED_T),
+            };
+            if let (true, Some(column)) = (decision.remaining < CACHED_R, column) {
+                let cell = decision.remaining * (CACHED_T + 1) + column;
+                return fields[cell as usize]
+                    .get_or_init(|| self.format_field(decisions))
+                    .clone();
+            }
+        }
+        self.format_field(decisions)
+    }
+
+    fn format_field(&self, decisions: &Decisions) -> HeaderValue {
+        let length = self.item_starts.iter().map(|start| start.len() + 48).sum();
+        let mut field = Vec::with_capacity(length);
+        for (start, decision) in self.item_starts.iter().zip(decisions.iter()) {
+            if !field.is_empty() {
+                field.extend_from_slice(b", ");
+            }
+            field.extend_from_slice(start.as_bytes());
+            push_number(&mut field, decision.remaining);
+            if let Some(reset) = decision.reset {
+                field.extend_from_slice(b";t=");
+                push_number(&mut field, ceil_secs(reset));
+            }
+        }
+        HeaderValue::from_maybe_shared(Bytes::from(field)).expect("ascii")
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_number(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Adds `Retry-After` to a refusal that can be retried.
@@ -304,5 +367,32 @@ mod tests {
         assert_eq!(headers["x-ratelimit-limit"], "10000");
         assert_eq!(headers["x-ratelimit-remaining"], "3");
         assert_eq!(headers["x-ratelimit-reset"], "8641");
+    }
+
+    #[test]
+    fn cached_and_formatted_fields_read_the_same() {
+        let policy = Policy::new("p", Quota::per_minute(100), Algorithm::TokenBucket).unwrap();
+        let cached = HeaderWriter::new(RateLimitHeaders::Ietf, &policy.clone().into());
+        let fresh = HeaderWriter::uncached(RateLimitHeaders::Ietf, &policy.into());
+        for remaining in [0, 7, 31, 32, 99, u64::MAX] {
+            for reset in [
+                None,
+                Some(Duration::ZERO),
+                Some(Duration::from_millis(7_500)),
+                Some(Duration::from_secs(8)),
+                Some(Duration::from_secs(86_400)),
+            ] {
+                let decisions = decision(Outcome::Allowed, remaining, reset).into();
+                // Twice: the second read of a cached field comes from the cache.
+                for _ in 0..2 {
+                    assert_eq!(cached.field(&decisions), fresh.field(&decisions));
+                }
+                let t = reset.map_or(String::new(), |r| format!(";t={}", ceil_secs(r)));
+                assert_eq!(
+                    fresh.field(&decisions),
+                    format!("\"p\";r={remaining}{t}").as_str()
+                );
+            }
+        }
     }
 }

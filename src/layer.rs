@@ -325,6 +325,7 @@ where
                 resolve: self.resolve.clone(),
                 shadow: self.shadow,
                 expose_decision: self.expose_decision,
+                refusal: std::sync::OnceLock::new(),
                 #[cfg(feature = "metrics")]
                 metrics: std::sync::OnceLock::new(),
             }),

@@ -37,11 +37,14 @@ impl Rejection<'_> {
     /// The default answer.
     ///
     /// * Not enough quota now: `429 Too Many Requests` with a problem body of type
-    ///   `quota-exceeded` naming the violated policies (`violated-policies`).
+    ///   `quota-exceeded` naming the violated policies (`violated-policies`). The wait is
+    ///   in `Retry-After` and the `RateLimit` field, so the body of a policy is always the
+    ///   same (and the layer builds it once).
     /// * Cost above the burst: `413 Content Too Large`: waiting would not help, so no
     ///   `Retry-After`.
     /// * gRPC: a trailers-only response with `grpc-status: 8` (`RESOURCE_EXHAUSTED`), not
-    ///   an HTTP 429, which gRPC clients would report as `UNAVAILABLE`.
+    ///   an HTTP 429, which gRPC clients would report as `UNAVAILABLE`; its message tells
+    ///   the wait.
     pub fn default_response(&self) -> Response<Bytes> {
         let policy = self.policy.name();
         let mut detail = String::new();
@@ -58,14 +61,17 @@ impl Rejection<'_> {
             Outcome::Denied {
                 retry_after: Some(wait),
             } => {
-                // Rounded up to the millisecond, like every wait the limiter reports.
-                let millis = wait.as_nanos().div_ceil(1_000_000);
-                let _ = write!(
-                    detail,
-                    "quota of policy \"{policy}\" exceeded; retry in {}.{:03} s",
-                    millis / 1000,
-                    millis % 1000
-                );
+                let _ = write!(detail, "quota of policy \"{policy}\" exceeded");
+                if self.grpc {
+                    // Rounded up to the millisecond, like every wait the limiter reports.
+                    let millis = wait.as_nanos().div_ceil(1_000_000);
+                    let _ = write!(
+                        detail,
+                        "; retry in {}.{:03} s",
+                        millis / 1000,
+                        millis % 1000
+                    );
+                }
                 StatusCode::TOO_MANY_REQUESTS
             }
             Outcome::Denied { retry_after: None } | Outcome::Allowed | Outcome::Delayed { .. } => {
@@ -224,7 +230,7 @@ mod tests {
         assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
         assert_eq!(
             response.body(),
-            r#"{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Too Many Requests","status":429,"detail":"quota of policy \"default\" exceeded; retry in 1.500 s","violated-policies":["default"]}"#
+            r#"{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Too Many Requests","status":429,"detail":"quota of policy \"default\" exceeded","violated-policies":["default"]}"#
         );
     }
 

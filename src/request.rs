@@ -31,8 +31,6 @@ impl<'a> RequestHead<'a> {
 
     /// Whether this is a gRPC request (`content-type: application/grpc*`).
     pub fn is_grpc(&self) -> bool {
-        self.headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        crate::service::is_grpc(self.headers)
     }
 }

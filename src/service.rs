@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ pub(crate) struct Shared<K: KeyExtractor, S> {
     pub(crate) resolve: Option<Resolve<K::Key>>,
     pub(crate) shadow: bool,
     pub(crate) expose_decision: bool,
+    /// The refusal of the layer's single policy, built on first use.
+    pub(crate) refusal: OnceLock<Response<Bytes>>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: std::sync::OnceLock<crate::observe::Metrics>,
 }
@@ -67,7 +69,6 @@ pub(crate) struct Charge<Key> {
     pub(crate) cost: u64,
     /// The policies for this key, when they are not the layer's.
     pub(crate) policies: Option<Policies>,
-    pub(crate) grpc: bool,
     /// When the request arrived, if anyone reads the decision latency.
     pub(crate) started: Option<Instant>,
 }
@@ -129,19 +130,20 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         (self.on_decision.is_some() || cfg!(feature = "metrics")).then(Instant::now)
     }
 
-    /// Turns the store's answer into what happens to the request.
+    /// Turns the store's answer into what happens to the request (with these headers).
     pub(crate) fn verdict(
         &self,
         decided: Result<Decisions, StoreError>,
         charge: &Charge<K::Key>,
+        headers: &HeaderMap,
     ) -> Verdict {
         let Charge {
             ref key,
             cost,
-            grpc,
             started,
             ..
         } = *charge;
+        let grpc = || is_grpc(headers);
         let policies = charge.policies.as_ref().unwrap_or(&self.policies);
         let (decisions, source) = match decided {
             Ok(decisions) => (Some(decisions), DecisionSource::Store),
@@ -191,7 +193,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 _ => Verdict::Answer(Box::new(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the rate-limit store is unavailable",
-                    grpc,
+                    grpc(),
                 ))),
             };
         };
@@ -214,10 +216,20 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             decisions: &report.decisions,
             policies,
             cost,
-            grpc,
+            grpc: grpc(),
         };
         let mut response = match &self.on_rejection {
             Some(on_rejection) => on_rejection(&rejection),
+            // The layer's one policy refused: always the same answer.
+            None if !rejection.grpc
+                && report.policies.is_none()
+                && self.policies.len() == 1
+                && matches!(decision.outcome, Outcome::Denied { .. }) =>
+            {
+                self.refusal
+                    .get_or_init(|| rejection.default_response())
+                    .clone()
+            }
             None => rejection.default_response(),
         };
         self.write_headers(response.headers_mut(), &report);
@@ -245,6 +257,13 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             });
         }
     }
+}
+
+/// Whether a request with these headers is a gRPC call (`content-type: application/grpc*`).
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 fn key_error_response(error: &KeyError, grpc: bool) -> Response<Bytes> {
@@ -299,14 +318,14 @@ where
         if shared.skip.as_ref().is_some_and(|skip| skip(&head)) {
             return ResponseFuture::forwarding(self.inner.call(request), None, None);
         }
-        let grpc = head.is_grpc();
         let key = match shared.key.extract(&head) {
             Ok(key) => key,
             Err(error) if error.skips() => {
                 return ResponseFuture::forwarding(self.inner.call(request), None, None)
             }
             Err(error) => {
-                return ResponseFuture::answered(Box::new(key_error_response(&error, grpc)))
+                let grpc = head.is_grpc();
+                return ResponseFuture::answered(Box::new(key_error_response(&error, grpc)));
             }
         };
         let charge = Charge {
@@ -316,7 +335,6 @@ where
                 .as_ref()
                 .and_then(|resolve| resolve(&key, &head)),
             key,
-            grpc,
             started: shared.start_timer(),
         };
         let policies = charge.policies.as_ref().unwrap_or(&shared.policies);
@@ -331,7 +349,7 @@ where
                 return ResponseFuture::deciding(decision, ready, request, charge, shared);
             }
         };
-        match shared.verdict(decided, &charge) {
+        match shared.verdict(decided, &charge, request.headers()) {
             Verdict::Forward(report) => {
                 shared.admit(&mut request, report.as_ref());
                 // The future needs the configuration only to write headers.

@@ -106,6 +106,18 @@ async fn five_pings_pass_and_the_sixth_gets_429() {
         body.ends_with(r#","violated-policies":["default"]}"#),
         "{body}"
     );
+    // The next refusal: the same body, headers of its own, each once.
+    let again = send(&app, request("GET", "/api/ping", CLIENT)).await;
+    assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    for name in [
+        "ratelimit",
+        "retry-after",
+        "content-type",
+        "x-ratelimit-limit",
+    ] {
+        assert_eq!(again.headers().get_all(name).iter().count(), 1, "{name}");
+    }
+    assert_eq!(body_text(again).await, body);
     // Another client has its own bucket.
     let other = send(&app, request("GET", "/api/ping", "198.51.100.1:1")).await;
     assert_eq!(other.status(), StatusCode::OK);
