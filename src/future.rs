@@ -56,7 +56,7 @@ pin_project! {
         },
         // The layer answered without the inner service.
         Answered {
-            response: Option<Box<Response<Bytes>>>,
+            response: Option<Response<Bytes>>,
         },
     }
 }
@@ -112,7 +112,7 @@ where
         }
     }
 
-    pub(crate) fn answered(response: Box<Response<Bytes>>) -> Self {
+    pub(crate) fn answered(response: Response<Bytes>) -> Self {
         Self {
             state: State::Answered {
                 response: Some(response),
@@ -188,7 +188,7 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok((*response).map(ResponseBody::answer)));
+                    return Poll::Ready(Ok(response.map(ResponseBody::answer)));
                 }
             };
             this.state.set(next);

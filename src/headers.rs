@@ -17,6 +17,8 @@
 //! Times are rounded up so a client that waits as told is never early. `w` and `t` are
 //! left out for a quota that never refills, and so is `Retry-After`.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -54,21 +56,30 @@ pub(crate) struct HeaderWriter {
     /// `"<name>";r=` per policy, the start of its item in the `RateLimit` field.
     item_starts: Box<[String]>,
     policy: HeaderValue,
-    /// For a layer's single policy, the `RateLimit` fields of small numbers, formatted on
-    /// first use: a layer answers the same few over and over.
-    fields: Option<Box<[OnceLock<HeaderValue>]>>,
+    /// For a layer's single policy, its name in the per-thread cache of `RateLimit`
+    /// fields: a layer answers the same few over and over.
+    cache_id: Option<u64>,
 }
 
-/// `RateLimit` fields with `r` below this and `t` below [`CACHED_T`] (or no `t`) are cached.
-const CACHED_R: u64 = 32;
-const CACHED_T: u64 = 8;
+/// Recently written `RateLimit` fields of single policies, per thread (no lock, no
+/// contention), direct-mapped.
+struct FieldCache([Option<(FieldKey, HeaderValue)>; FIELD_SLOTS]);
+
+/// A field's writer, `r`, and `t + 1` (0: no `t`).
+type FieldKey = (u64, u64, u64);
+
+const FIELD_SLOTS: usize = 256;
+
+thread_local! {
+    static FIELDS: RefCell<FieldCache> = const { RefCell::new(FieldCache([const { None }; FIELD_SLOTS])) };
+}
 
 impl HeaderWriter {
     pub(crate) fn new(which: RateLimitHeaders, policies: &Policies) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let mut writer = Self::uncached(which, policies);
-        if policies.len() == 1 && writer.writes_ietf() {
-            let cells = (CACHED_R * (CACHED_T + 1)) as usize;
-            writer.fields = Some((0..cells).map(|_| OnceLock::new()).collect());
+        if policies.len() == 1 {
+            writer.cache_id = Some(NEXT_ID.fetch_add(1, Relaxed));
         }
         writer
     }
@@ -92,7 +103,7 @@ impl HeaderWriter {
                 .map(|policy| format!("\"{}\";r=", policy.name()))
                 .collect(),
             policy: HeaderValue::try_from(items.join(", ")).expect("policy names are sf-strings"),
-            fields: None,
+            cache_id: None,
         }
     }
 
@@ -135,22 +146,25 @@ impl HeaderWriter {
 
     /// The `RateLimit` field: one item per policy.
     fn field(&self, decisions: &Decisions) -> HeaderValue {
-        let t = |decision: &Decision| decision.reset.map(ceil_secs);
-        if let (Some(fields), [decision]) = (&self.fields, &**decisions) {
-            // Columns 0..CACHED_T for `t`, the last one for no `t`.
-            let column = match t(decision) {
-                Some(t) if t < CACHED_T => Some(t),
-                Some(_) => None,
-                None => Some(CACHED_T),
-            };
-            if let (true, Some(column)) = (decision.remaining < CACHED_R, column) {
-                let cell = decision.remaining * (CACHED_T + 1) + column;
-                return fields[cell as usize]
-                    .get_or_init(|| self.format_field(decisions))
-                    .clone();
+        let (Some(id), [decision]) = (self.cache_id, &**decisions) else {
+            return self.format_field(decisions);
+        };
+        let key = (
+            id,
+            decision.remaining,
+            decision.reset.map_or(0, |t| ceil_secs(t) + 1),
+        );
+        let hash = (key.0 ^ key.1.rotate_left(21) ^ key.2.rotate_left(42))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = (hash >> 56) as usize % FIELD_SLOTS;
+        FIELDS.with_borrow_mut(|cache| match &cache.0[slot] {
+            Some((cached, field)) if *cached == key => field.clone(),
+            _ => {
+                let field = self.format_field(decisions);
+                cache.0[slot] = Some((key, field.clone()));
+                field
             }
-        }
-        self.format_field(decisions)
+        })
     }
 
     fn format_field(&self, decisions: &Decisions) -> HeaderValue {

@@ -152,9 +152,16 @@ fn problem_json(
         body.push(']');
     }
     body.push('}');
-    let mut response = Response::new(Bytes::from(body));
+    problem_response(status, Bytes::from(body), 1)
+}
+
+/// A response carrying a problem document, with room for `headers` headers.
+pub(crate) fn problem_response(status: StatusCode, body: Bytes, headers: usize) -> Response<Bytes> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers_mut = response.headers_mut();
+    headers_mut.reserve(headers);
+    headers_mut.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );

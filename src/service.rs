@@ -17,7 +17,7 @@ use crate::headers::{write_retry_after, HeaderWriter};
 use crate::key::{KeyError, KeyExtractor};
 use crate::layer::OnRejection;
 use crate::observe::{DecisionEvent, DecisionSource, OnDecision};
-use crate::reject::{error_response, Rejection};
+use crate::reject::{error_response, problem_response, Rejection};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::throttle::Throttle;
 use crate::weight::Weigher;
@@ -51,8 +51,8 @@ pub(crate) struct Shared<K: KeyExtractor, S> {
     pub(crate) resolve: Option<Resolve<K::Key>>,
     pub(crate) shadow: bool,
     pub(crate) expose_decision: bool,
-    /// The refusal of the layer's single policy, built on first use.
-    pub(crate) refusal: OnceLock<Response<Bytes>>,
+    /// The body refusing the layer's single policy, built on first use.
+    pub(crate) refusal: OnceLock<Bytes>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: std::sync::OnceLock<crate::observe::Metrics>,
 }
@@ -86,8 +86,8 @@ pub(crate) enum Verdict {
     Forward(Option<Report>),
     /// Forward it once its slot comes, after this wait (the leaky-bucket shaper).
     Wait(Report, Duration),
-    /// Answer it with this response (boxed: it is large, and refusals are the rarer path).
-    Answer(Box<Response<Bytes>>),
+    /// Answer it with this response.
+    Answer(Response<Bytes>),
 }
 
 /// The decision for the current request, in its extensions when
@@ -190,11 +190,11 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         let (Some(decisions), Some(decision)) = (decisions, decision) else {
             return match self.on_store_error {
                 FailurePolicy::Open => Verdict::Forward(None),
-                _ => Verdict::Answer(Box::new(error_response(
+                _ => Verdict::Answer(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the rate-limit store is unavailable",
                     grpc(),
-                ))),
+                )),
             };
         };
         let report = Report {
@@ -226,15 +226,18 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 && self.policies.len() == 1
                 && matches!(decision.outcome, Outcome::Denied { .. }) =>
             {
-                self.refusal
-                    .get_or_init(|| rejection.default_response())
-                    .clone()
+                let body = self
+                    .refusal
+                    .get_or_init(|| rejection.default_response().into_body());
+                // Content type, Retry-After and perhaps the five rate-limit headers.
+                let headers = if self.headers.writes_any() { 7 } else { 2 };
+                problem_response(StatusCode::TOO_MANY_REQUESTS, body.clone(), headers)
             }
             None => rejection.default_response(),
         };
         self.write_headers(response.headers_mut(), &report);
         write_retry_after(response.headers_mut(), &decision);
-        Verdict::Answer(Box::new(response))
+        Verdict::Answer(response)
     }
 
     /// Adds the rate-limit headers for `report`.
@@ -325,7 +328,7 @@ where
             }
             Err(error) => {
                 let grpc = head.is_grpc();
-                return ResponseFuture::answered(Box::new(key_error_response(&error, grpc)));
+                return ResponseFuture::answered(key_error_response(&error, grpc));
             }
         };
         let charge = Charge {
