@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the in-process benches side by side with governor / tower_governor and prints
 # markdown tables of criterion estimates and ratios (ours / anchor; below 1 means we are faster).
-# Extra arguments go to criterion, e.g. `benches/compare.sh --measurement-time 5`.
+# Extra arguments go to criterion, e.g. `benches/compare.sh --measurement-time 5`. With
+# valgrind installed, also counts instructions per request through the layers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,3 +60,7 @@ value() { echo "$per_key" | sed -nE "s/^$1 .*$2=([0-9.]+).*/\1/p"; }
 for measure in heap_bytes_per_key rss_bytes_per_key; do
     row "$measure" "$(value ours "$measure")" "$(value governor "$measure")"
 done
+if command -v valgrind >/dev/null; then
+    echo
+    benches/layer_instructions.sh
+fi

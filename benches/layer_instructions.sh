@@ -1,27 +1,44 @@
 #!/usr/bin/env bash
 # Instructions per request through each layer of `benches/layer.rs`, counted by callgrind:
-# unlike wall time, the count does not move with the machine's load. Needs valgrind.
-#
-#   benches/layer_instructions.sh [bench-id-filter ...]
+# unlike wall time, the count does not move with the machine's load (nor does it see time
+# lost outside the process, such as a CPUID trapped by the hypervisor). Needs valgrind.
+# Prints a markdown table: ours / tower_governor, and a refusal / an allowed request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo bench --bench layer --no-run >/dev/null 2>&1
-binary=$(ls -t target/release/deps/layer-* | grep -v '\.d$' | head -1)
-ids=("$@")
-if [ ${#ids[@]} -eq 0 ]; then
-  ids=(allowed/none allowed/ours allowed/ours_no_headers allowed/tower_governor
-    allowed/tower_governor_headers denied/ours denied/ours_no_headers denied/tower_governor
-    denied/tower_governor_headers)
-fi
+cargo bench --bench layer --no-run >&2
+binary=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/layer-* | grep -v '\.d$' | head -1)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-printf '| case | instructions per request |\n|---|---:|\n'
-for id in "${ids[@]}"; do
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg" "$binary" --bench \
-    --profile-time 1 "^layer/$id\$" >/dev/null 2>&1
-  # `now` sends one request; its inclusive count over its calls is the cost of one.
-  callgrind_annotate --tree=caller --inclusive=yes "$out/cg" 2>/dev/null | awk -v id="$id" '
-    /< .*\(([0-9,]+)x\)/ { gsub(/,/, "", $0); match($0, /\(([0-9]+)x\)/); calls += substr($0, RSTART + 1, RLENGTH - 3) }
-    /\* .*layer::now \[/ { gsub(/,/, "", $1); printf "| %s | %.0f |\n", id, $1 / calls; exit }
-    /^$/ { calls = 0 }' || true
+
+# `count ID`: instructions per request of the bench `layer/ID`: `now` sends one request,
+# so its inclusive count over its number of calls.
+count() {
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg" "$binary" --bench \
+        --profile-time 1 "^layer/$1\$" >/dev/null 2>&1
+    callgrind_annotate --tree=caller --inclusive=yes "$out/cg" 2>/dev/null | awk '
+        /< .*\(([0-9,]+)x\)/ { gsub(/,/, ""); match($0, /\(([0-9]+)x\)/); calls += substr($0, RSTART + 1, RLENGTH - 3) }
+        /\* .*layer::now \[/ { gsub(/,/, "", $1); printf "%.0f\n", $1 / calls; exit }
+        /^$/ { calls = 0 }' || true
+}
+row() {
+    awk -v label="$1" -v a="$2" -v b="$3" 'BEGIN { printf "| %s | %d | %d | %.2f |\n", label, a, b, a / b }'
+}
+
+none=$(count allowed/none)
+declare -A ours theirs
+for outcome in allowed denied; do
+    ours[$outcome/headers]=$(count "$outcome/ours")
+    ours[$outcome/plain]=$(count "$outcome/ours_no_headers")
+    theirs[$outcome/headers]=$(count "$outcome/tower_governor_headers")
+    theirs[$outcome/plain]=$(count "$outcome/tower_governor")
 done
+echo "Whole layer, instructions per request (callgrind; no layer: $none):"
+echo
+echo "| case | RateLimitLayer | GovernorLayer | ratio |"
+echo "|---|---:|---:|---:|"
+for outcome in allowed denied; do
+    row "$outcome, rate-limit headers" "${ours[$outcome/headers]}" "${theirs[$outcome/headers]}"
+    row "$outcome, no rate-limit headers" "${ours[$outcome/plain]}" "${theirs[$outcome/plain]}"
+done
+echo
+echo "A refusal over an allowed request, ours: $(awk -v a="${ours[denied/headers]}" -v b="${ours[allowed/headers]}" 'BEGIN { printf "%.2f", a / b }') with rate-limit headers, $(awk -v a="${ours[denied/plain]}" -v b="${ours[allowed/plain]}" 'BEGIN { printf "%.2f", a / b }') without."
