@@ -97,7 +97,10 @@ impl Decisions {
 
     /// Whether the request passes every policy (at once or after a delay).
     pub fn is_allowed(&self) -> bool {
-        self.iter().all(Decision::is_allowed)
+        match &self.0 {
+            Repr::One(decision) => decision.is_allowed(),
+            Repr::Many(all) => all.iter().all(Decision::is_allowed),
+        }
     }
 
     /// The policies (by index) that refused the request.

@@ -145,35 +145,55 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             key: key.clone(),
         };
         match &**policies {
-            [policy] => self.decide_in(&shared.states, slot, now, policies, |state| {
-                update(state, now, cost, policy).into()
-            }),
-            _ => self.decide_in(&shared.sets, slot, now, policies, |states| {
-                let mut states = states.lock().unwrap_or_else(|e| e.into_inner());
-                decide_all(policies, &mut states, now, cost).0
-            }),
+            [policy] => self.decide_in(
+                &shared.states,
+                slot,
+                now,
+                policies,
+                |state| update(state, now, cost, policy).into(),
+                || {
+                    let quota = policy.quota();
+                    let (decision, state) = policy.algorithm().decide(EMPTY, now, cost, quota);
+                    (decision.into(), state.map(AtomicU64::new))
+                },
+            ),
+            _ => self.decide_in(
+                &shared.sets,
+                slot,
+                now,
+                policies,
+                |states| {
+                    let mut states = states.lock().unwrap_or_else(|e| e.into_inner());
+                    decide_all(policies, &mut states, now, cost).0
+                },
+                || {
+                    let mut states = vec![EMPTY; policies.len()];
+                    let (decisions, charged) = decide_all(policies, &mut states, now, cost);
+                    (decisions, charged.then(|| Mutex::new(states.into())))
+                },
+            ),
         }
     }
 
-    /// Decides in `map` with `update` on the slot's state, or on a fresh one for a new key,
-    /// which is kept only if the decision changed it and the store has room.
-    fn decide_in<S: Fresh>(
+    /// Decides in `map` with `update` on the slot's state or, for a new key, with `fresh`,
+    /// whose state is kept only if the decision made one and the store has room.
+    fn decide_in<S>(
         &self,
         map: &DashMap<Slot<K>, S, RandomState>,
         slot: Slot<K>,
         now: u64,
         policies: &Policies,
         update: impl Fn(&S) -> Decisions,
+        fresh: impl FnOnce() -> (Decisions, Option<S>),
     ) -> Decisions {
         if let Some(state) = map.get(&slot) {
             return update(&state);
         }
-        let fresh = S::fresh(policies.len());
-        let decision = update(&fresh);
-        if !fresh.is_changed() {
+        let (decisions, state) = fresh();
+        let Some(state) = state else {
             // Nothing to remember: a denial or a zero-cost look.
-            return decision;
-        }
+            return decisions;
+        };
         if !self.make_room(now, policies) {
             let next_sweep = self.shared.next_cap_sweep.load(Relaxed);
             return at_capacity(now, next_sweep, policies);
@@ -181,9 +201,9 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         match map.entry(slot) {
             Entry::Occupied(entry) => update(entry.get()),
             Entry::Vacant(entry) => {
-                entry.insert(fresh);
+                entry.insert(state);
                 self.shared.len.fetch_add(1, Relaxed);
-                decision
+                decisions
             }
         }
     }
@@ -263,33 +283,6 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             shared.states.shrink_to_fit();
             shared.sets.shrink_to_fit();
         }
-    }
-}
-
-/// The state of one key in a map: a fresh one, and whether a decision changed it.
-trait Fresh {
-    fn fresh(policies: usize) -> Self;
-    fn is_changed(&self) -> bool;
-}
-
-impl Fresh for AtomicU64 {
-    fn fresh(_: usize) -> Self {
-        AtomicU64::new(EMPTY)
-    }
-
-    fn is_changed(&self) -> bool {
-        self.load(Relaxed) != EMPTY
-    }
-}
-
-impl Fresh for Mutex<Box<[u64]>> {
-    fn fresh(policies: usize) -> Self {
-        Mutex::new(vec![EMPTY; policies].into_boxed_slice())
-    }
-
-    fn is_changed(&self) -> bool {
-        let states = self.lock().unwrap_or_else(|e| e.into_inner());
-        states.iter().any(|&state| state != EMPTY)
     }
 }
 
