@@ -4,6 +4,8 @@
 pub mod cases;
 pub mod client;
 pub mod multi;
+#[cfg(feature = "redis-cluster")]
+pub mod redis_cluster;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 #[cfg(feature = "redis")]

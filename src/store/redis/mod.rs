@@ -1,6 +1,7 @@
 //! [`RedisStore`]: one limit shared by many app servers, kept in Redis.
 
 mod breaker;
+mod cluster;
 mod deny_cache;
 mod key;
 
@@ -14,11 +15,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisResult, ServerErrorKind};
 use tokio::sync::Semaphore;
 
 use self::breaker::Breaker;
+use self::cluster::{Connection, Target};
 use self::deny_cache::{DenyCache, Gcra};
 pub use self::key::RedisKey;
 use super::{Store, StoreError};
@@ -123,7 +124,7 @@ pub struct RedisStore {
 }
 
 struct Shared {
-    connection: ConnectionManager,
+    connection: Connection,
     /// The SHA-1 of the script.
     sha: String,
     prefix: String,
@@ -139,7 +140,7 @@ struct Shared {
 /// Settings for a [`RedisStore`]; made by [`RedisStore::builder`].
 #[derive(Clone, Debug)]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Target,
     prefix: String,
     deadline: Duration,
     max_in_flight: usize,
@@ -157,7 +158,7 @@ impl RedisStore {
     /// Settings for a store on the Redis at `url` (`redis://[:password@]host[:port][/db]`).
     pub fn builder(url: &str) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.to_owned(),
+            target: Target::Single(url.to_owned()),
             prefix: "ratelimit".to_owned(),
             deadline: Duration::from_millis(50),
             max_in_flight: 4096,
@@ -227,17 +228,7 @@ impl RedisStoreBuilder {
     /// attempts over about a second) or refuses the script.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let failed = |e: redis::RedisError| StoreError::new(format!("cannot use Redis: {e}"));
-        let client = redis::Client::open(self.url.as_str()).map_err(failed)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(self.deadline.max(Duration::from_millis(500))))
-            // Reconnect attempts at most 200 ms apart, so a restarted Redis is used again
-            // within a few hundred milliseconds.
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(200));
-        let mut connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(failed)?;
+        let mut connection = self.target.connect(self.deadline).await.map_err(failed)?;
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(SCRIPT)
