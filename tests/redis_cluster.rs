@@ -1,12 +1,16 @@
-//! `RedisStore` on a Redis Cluster of the test's own: exact admissions across stores,
-//! keys and masters.
+//! `RedisStore` on a Redis Cluster of the test's own: every reference table, exact
+//! admissions across stores, keys and masters, scripts a node does not know, and a slot
+//! migrated mid-run (`ASK`, then `MOVED`).
 
 mod support;
 
 use std::time::Duration;
 
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use support::redis_cluster::RedisCluster;
 use support::redis_server::{unique_prefix, RedisServer};
+use support::redis_tables;
 use tower_ratelimit::store::{RedisStore, Store};
 use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
@@ -30,6 +34,11 @@ async fn stores(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<RedisStor
     stores
 }
 
+async fn connection(cluster: &RedisCluster) -> ClusterConnection {
+    let client = ClusterClient::new(cluster.urls().to_vec()).unwrap();
+    client.get_async_connection().await.unwrap()
+}
+
 /// A connection to one node.
 async fn node(url: &str) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(url).unwrap();
@@ -40,6 +49,32 @@ fn policy(quota: Quota) -> Policies {
     Policy::new("default", quota, Algorithm::TokenBucket)
         .unwrap()
         .into()
+}
+
+/// Every reference table, on keys spread over 3 masters; the tables run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_tables() {
+    let cluster = RedisCluster::start(3, 0);
+    let store = RedisStore::cluster_builder(cluster.urls())
+        .prefix(&unique_prefix("tables"))
+        .deadline(DEADLINE)
+        .deny_cache(false)
+        .connect()
+        .await
+        .unwrap();
+    let connection = connection(&cluster).await;
+    let gcra = |name| {
+        let (store, mut connection) = (store.clone(), connection.clone());
+        async move { redis_tables::gcra_table(&store, &mut connection, name).await }
+    };
+    let (token_bucket, ..) = tokio::join!(
+        gcra("token_bucket"),
+        gcra("leaky_bucket"),
+        gcra("shaper"),
+        redis_tables::window_table(&store, &connection, "fixed_window"),
+        redis_tables::window_table(&store, &connection, "sliding_window"),
+    );
+    assert!(token_bucket >= 25);
 }
 
 /// `stores × tasks` concurrent tasks, each deciding `rounds` requests of cost 1 for key
@@ -107,6 +142,124 @@ async fn stores_share_limits_exactly_across_masters() {
         total += keys.len();
     }
     assert_eq!(total, 24);
+}
+
+/// `SCRIPT FLUSH` on every master, over and over, while 4 stores decide: each node that no
+/// longer knows a script gets it once with `EVAL`, and nothing is counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flushes_on_every_node_are_invisible() {
+    let cluster = RedisCluster::start(3, 0);
+    let stores = stores(&cluster, &unique_prefix("flush"), 4).await;
+    let policy = policy(Quota::per_hour(1).burst(30));
+    let mut masters = Vec::new();
+    for url in cluster.masters() {
+        masters.push(node(&url).await);
+    }
+    let flusher = tokio::spawn(async move {
+        for _ in 0..50 {
+            for master in &mut masters {
+                let _: () = redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .query_async(master)
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    // Several rounds, so calls keep running while the flushes go on.
+    let mut admitted = vec![0; 12];
+    for _ in 0..4 {
+        let round = admit(&stores, 32, 12, 1, &policy).await;
+        admitted.iter_mut().zip(round).for_each(|(a, r)| *a += r);
+    }
+    flusher.await.unwrap();
+    assert_eq!(admitted, vec![30; 12]);
+}
+
+/// The node ID of the node at `url`.
+async fn node_id(url: &str) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query_async(&mut node(url).await)
+        .await
+        .unwrap()
+}
+
+/// A slot moves to another master while its key is in use: first the key is migrated
+/// (the old master answers `ASK`), then the slot is handed over (it answers `MOVED`).
+/// The store follows both, keeps the key's count, and admits exactly `burst`.
+#[tokio::test]
+async fn a_slot_migrated_mid_run_keeps_its_count() {
+    let cluster = RedisCluster::start(3, 0);
+    if cluster.skip_unless_owned("a_slot_migrated_mid_run_keeps_its_count") {
+        return;
+    }
+    let prefix = unique_prefix("migrate");
+    let store = store(&cluster, &prefix).await;
+    let policy = policy(Quota::per_hour(1).burst(10));
+    let decide = || async {
+        let decision = store.decide(&"moving", 1, &policy).await;
+        decision.expect("answered")[0].remaining
+    };
+    for expected in [9, 8, 7] {
+        assert_eq!(decide().await, expected);
+    }
+
+    let key = store.storage_key(&"moving", &policy[0]);
+    let source = cluster.master_of(&key);
+    let target = cluster
+        .masters()
+        .into_iter()
+        .find(|m| *m != source)
+        .unwrap();
+    let (source_id, target_id) = (node_id(&source).await, node_id(&target).await);
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&key)
+        .query_async(&mut node(&source).await)
+        .await
+        .unwrap();
+    let set_slot = |url: String, state: &'static str, id: String| async move {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(state)
+            .arg(id)
+            .query_async(&mut node(&url).await)
+            .await
+            .unwrap();
+    };
+    set_slot(target.clone(), "IMPORTING", source_id.clone()).await;
+    set_slot(source.clone(), "MIGRATING", target_id.clone()).await;
+    let (host, port) = target["redis://".len()..].rsplit_once(':').unwrap();
+    let _: () = redis::cmd("MIGRATE")
+        .arg(host)
+        .arg(port)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(&key)
+        .query_async(&mut node(&source).await)
+        .await
+        .unwrap();
+    for expected in [6, 5, 4] {
+        assert_eq!(decide().await, expected, "through ASK");
+    }
+    let name = String::from_utf8(key.clone()).unwrap();
+    assert_eq!(keys_on(&target, &prefix).await, [name]);
+    assert!(keys_on(&source, &prefix).await.is_empty());
+
+    for url in cluster.masters() {
+        set_slot(url, "NODE", target_id.clone()).await;
+    }
+    for expected in [3, 2, 1, 0] {
+        assert_eq!(decide().await, expected, "through MOVED");
+    }
+    let decision = store.decide(&"moving", 1, &policy).await.unwrap();
+    assert!(!decision.is_allowed(), "exactly the burst: {decision:?}");
+    assert_eq!(cluster.master_of(&key), target);
 }
 
 /// No cluster to connect to: an error, not a store that never decides.

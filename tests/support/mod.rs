@@ -9,4 +9,6 @@ pub mod redis_cluster;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 #[cfg(feature = "redis")]
+pub mod redis_tables;
+#[cfg(feature = "redis")]
 pub mod slow_proxy;
