@@ -19,7 +19,9 @@
 //!
 //! `--algorithm leaky-bucket --max-delay-ms MS` shapes instead of rejecting: requests wait
 //! up to MS for their slot. `--redis URL` (with `--features redis`) shares the limit with
-//! every instance on that Redis; `--on-redis-error` says what happens while it is down.
+//! every instance on that Redis, `--redis-cluster URL,URL` (with `--features
+//! redis-cluster`) with every instance on that Redis Cluster; `--on-redis-error` says what
+//! happens while it is down.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +69,12 @@ struct Args {
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// Keep the state in the Redis Cluster with these nodes.
-    #[arg(long, value_name = "URL,URL", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "URL,URL",
+        value_delimiter = ',',
+        conflicts_with = "redis"
+    )]
     redis_cluster: Vec<String>,
     /// What to do when Redis fails: allow, reject with 503, or decide in-process.
     #[arg(long, value_enum, default_value_t = OnRedisError::Local)]
@@ -203,12 +210,6 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    if !args.redis_cluster.is_empty() {
-        fail(
-            "--redis-cluster",
-            "the Redis Cluster store is not built yet",
-        );
-    }
     let algorithm = match (args.algorithm, args.max_delay_ms) {
         (AlgorithmArg::LeakyBucket, Some(ms)) => Algorithm::LeakyBucketShaper {
             max_delay: std::time::Duration::from_millis(ms),
@@ -222,6 +223,10 @@ async fn main() -> std::io::Result<()> {
     let policy = Quota::per_secs_f64(args.limit, args.period_secs)
         .and_then(|quota| Policy::new("default", quota.burst(args.burst), algorithm))
         .unwrap_or_else(|error| fail(quota_flag(error), error));
+    if !args.redis_cluster.is_empty() {
+        let store = redis_cluster_store(&args.redis_cluster).await;
+        return serve(args, policy, store).await;
+    }
     match args.redis.clone() {
         None => serve(args, policy, MemoryStore::new()).await,
         Some(url) => serve(args, policy, redis_store(&url).await).await,
@@ -238,6 +243,21 @@ async fn redis_store(url: &str) -> tower_ratelimit::store::RedisStore {
 #[cfg(not(feature = "redis"))]
 async fn redis_store(_: &str) -> MemoryStore<Vec<u8>> {
     fail("--redis", "run the example with `--features redis`")
+}
+
+#[cfg(feature = "redis-cluster")]
+async fn redis_cluster_store(nodes: &[String]) -> tower_ratelimit::store::RedisStore {
+    tower_ratelimit::store::RedisStore::cluster(nodes)
+        .await
+        .unwrap_or_else(|error| fail("--redis-cluster", error))
+}
+
+#[cfg(not(feature = "redis-cluster"))]
+async fn redis_cluster_store(_: &[String]) -> MemoryStore<Vec<u8>> {
+    fail(
+        "--redis-cluster",
+        "run the example with `--features redis-cluster`",
+    )
 }
 
 /// Serves the demo routes behind the limiter, with state in `store`.
