@@ -1,10 +1,12 @@
 //! Decisions per second through `RedisStore`, beside `redis-benchmark` running the same
 //! script on the same server, and the cost of a denial answered by the deny cache beside
-//! the in-process store's.
+//! the in-process store's. With `--cluster`, the same store on a Redis Cluster (no
+//! `redis-benchmark` run: it would call one node).
 //!
 //! ```sh
-//! benches/redis_compare.sh                      # starts its own redis-server
+//! benches/redis_compare.sh [--cluster]          # starts its own redis-server (and cluster)
 //! cargo bench --bench redis --features redis -- --redis redis://127.0.0.1:6379 [--seconds 3] [--threads 1]
+//! cargo bench --bench redis --features redis-cluster -- --cluster redis://127.0.0.1:7000,redis://127.0.0.1:7001
 //! ```
 //!
 //! `--threads` is the number of Tokio worker threads (default 1, which leaves the other
@@ -18,11 +20,13 @@ use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tower_ratelimit::store::{MemoryStore, RedisStore, Store};
+use tower_ratelimit::store::{MemoryStore, RedisStore, RedisStoreBuilder, Store};
 use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
 struct Args {
     redis: String,
+    /// The nodes of a cluster to use instead of `redis`.
+    cluster: Vec<String>,
     seconds: u64,
     threads: usize,
 }
@@ -30,6 +34,7 @@ struct Args {
 fn args() -> Args {
     let mut args = Args {
         redis: "redis://127.0.0.1:6379".to_owned(),
+        cluster: Vec::new(),
         seconds: 3,
         threads: 1,
     };
@@ -37,6 +42,10 @@ fn args() -> Args {
     while let Some(word) = words.next() {
         match word.as_str() {
             "--redis" => args.redis = words.next().expect("--redis URL"),
+            "--cluster" => {
+                let nodes = words.next().expect("--cluster URL,URL");
+                args.cluster = nodes.split(',').map(str::to_owned).collect();
+            }
             "--seconds" => {
                 args.seconds = words
                     .next()
@@ -167,6 +176,16 @@ fn per_decision<F: Future + Unpin>(mut decide: impl FnMut() -> F) -> f64 {
     start.elapsed().as_nanos() as f64 / rounds as f64
 }
 
+#[cfg(feature = "redis-cluster")]
+fn cluster_builder(nodes: &[String]) -> RedisStoreBuilder {
+    RedisStore::cluster_builder(nodes)
+}
+
+#[cfg(not(feature = "redis-cluster"))]
+fn cluster_builder(_: &[String]) -> RedisStoreBuilder {
+    panic!("--cluster needs `--features redis-cluster`")
+}
+
 fn main() {
     let args = args();
     let run = Duration::from_secs(args.seconds);
@@ -181,15 +200,25 @@ fn main() {
             .unwrap()
             .as_nanos();
         let prefix = format!("bench:{unique}");
-        let store = RedisStore::builder(&args.redis)
+        let builder = if args.cluster.is_empty() {
+            RedisStore::builder(&args.redis)
+        } else {
+            cluster_builder(&args.cluster)
+        };
+        let store = builder
             .prefix(&prefix)
             .deadline(Duration::from_secs(1))
             .connect()
             .await
             .expect("connect");
 
+        let target = if args.cluster.is_empty() {
+            "one server".to_owned()
+        } else {
+            format!("a cluster of {} nodes", args.cluster.len())
+        };
         println!(
-            "RedisStore, admitted decisions (each writes its key), {run:?} per run, {} worker thread(s):",
+            "RedisStore on {target}, admitted decisions (each writes its key), {run:?} per run, {} worker thread(s):",
             args.threads
         );
         let mut best = 0f64;
@@ -199,17 +228,20 @@ fn main() {
             println!("  concurrency {concurrency:>3}: {rate:>9.0} decisions/s");
         }
 
-        let key = store.storage_key(&"redis-benchmark", &open_policy()[0]);
-        // About as long a run as one of ours.
-        let requests = (best * run.as_secs_f64()).max(100_000.0) as u64;
-        let (command, reference) = redis_benchmark(&args.redis, store.script_sha(), &key, requests);
-        println!(
-            "redis-benchmark, same script, same server:\n  {command}\n  {reference:>9.0} calls/s"
-        );
-        println!(
-            "RedisStore's best / redis-benchmark -P 16: {:.0}%",
-            100.0 * best / reference
-        );
+        if args.cluster.is_empty() {
+            let key = store.storage_key(&"redis-benchmark", &open_policy()[0]);
+            // About as long a run as one of ours.
+            let requests = (best * run.as_secs_f64()).max(100_000.0) as u64;
+            let (command, reference) =
+                redis_benchmark(&args.redis, store.script_sha(), &key, requests);
+            println!(
+                "redis-benchmark, same script, same server:\n  {command}\n  {reference:>9.0} calls/s"
+            );
+            println!(
+                "RedisStore's best / redis-benchmark -P 16: {:.0}%",
+                100.0 * best / reference
+            );
+        }
 
         // Denied traffic: a key Redis has denied once, then the deny cache answers.
         let denying: Policies =
