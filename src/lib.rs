@@ -43,8 +43,9 @@
 //! # Stores
 //!
 //! [`store::MemoryStore`] decides in process with one compare-and-swap and bounded memory.
-//! With feature `redis`, `store::RedisStore` shares one exact limit between app servers;
-//! while it fails, the layer's [`FailurePolicy`] applies.
+//! With feature `redis`, `store::RedisStore` shares one exact limit between app servers
+//! (with `redis-cluster`, on a Redis Cluster too); while it fails, the layer's
+//! [`FailurePolicy`] applies.
 //!
 //! # Where it goes
 //!
@@ -66,6 +67,7 @@
 //! * `tonic`: [`key::PeerIp`] (and so [`key::ClientIp`]) reads tonic's `TcpConnectInfo`,
 //!   which `tonic::transport::Server` puts in every request.
 //! * `redis`: `store::RedisStore`, one limit shared by many app servers through Redis.
+//! * `redis-cluster`: `RedisStore::cluster`, the same store on a Redis Cluster.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 

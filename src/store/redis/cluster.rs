@@ -148,10 +148,12 @@ impl RedisStore {
     /// [`RedisStore::builder`], without a database number; one reachable node is enough
     /// to find the others).
     ///
-    /// A decision is one script call on one key, hash-tagged `{<key>}`: it runs on the
-    /// master serving that key's slot, and keys spread over the masters. The store keeps
-    /// one multiplexed connection per node and reads the slot map again when a node
-    /// redirects a call or fails, so a promoted replica is used without a restart. A
+    /// A decision is one script call on the Redis keys of one key, one per policy, all
+    /// hash-tagged `{<key>}`: it runs on the master serving that slot, and keys spread over
+    /// the masters. The store keeps
+    /// one multiplexed connection per node, reads the slot map again when a node
+    /// redirects a call and reconnects to nodes whose connection failed, so a promoted
+    /// replica is used without a restart. A
     /// `MOVED` or `ASK` redirection is followed once (the node refused the call without
     /// running it); any other failure fails the decision, as on one server: deadline,
     /// circuit breaker (one for the whole cluster) and the layer's failure policy. The

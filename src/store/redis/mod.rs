@@ -107,6 +107,11 @@ const MAX_EXACT: u64 = 1 << 53;
 /// persistence), keys stay denied locally until their bound has passed. On by default;
 /// see [`RedisStoreBuilder::deny_cache`].
 ///
+/// # Redis Cluster
+///
+/// With feature `redis-cluster`, `RedisStore::cluster` runs the same store on a Redis
+/// Cluster; its documentation says how calls are routed and what a failover may admit.
+///
 /// # Example
 ///
 /// ```no_run
