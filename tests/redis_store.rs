@@ -74,11 +74,11 @@ async fn shaper_table() {
     gcra_table("shaper").await;
 }
 
-/// Runs a window table on a server of its own.
+/// Runs a window table on a server of its own, a table second being 2 seconds.
 async fn window_table(name: &str) {
     let server = RedisServer::start();
     let store = uncached_store(&server, name).await;
-    tables::window_table(&store, &connection(&server).await, name).await;
+    tables::window_table(&store, &connection(&server).await, name, 2).await;
 }
 
 /// The fixed-window table on Redis's clock.

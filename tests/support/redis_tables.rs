@@ -133,9 +133,6 @@ pub async fn gcra_table(
     cases.len()
 }
 
-/// Window tables run on Redis's real clock, a table second being this many seconds.
-const WINDOW_SCALE: u32 = 2;
-
 /// How early a window step's wait begins polling Redis `TIME`.
 const LEAD: u64 = 5_000;
 
@@ -238,10 +235,10 @@ async fn run_windows(
     Ok(None)
 }
 
-/// Runs a window table, all cases at once on their own keys, each up to 3 times if an
-/// attempt proves nothing (see [`run_windows`]); `store` and `connection` as for
-/// [`gcra_table`].
-pub async fn window_table<C>(store: &RedisStore, connection: &C, name: &str)
+/// Runs a window table on Redis's real clock, a table second being `scale` seconds, all
+/// cases at once on their own keys, each up to 3 times if an attempt proves nothing (see
+/// [`run_windows`]); `store` and `connection` as for [`gcra_table`].
+pub async fn window_table<C>(store: &RedisStore, connection: &C, name: &str, scale: u32)
 where
     C: ConnectionLike + Clone + Send + 'static,
 {
@@ -249,7 +246,7 @@ where
     let mut handles = Vec::new();
     for (n, case) in table(name).iter().enumerate() {
         let (store, mut connection) = (store.clone(), connection.clone());
-        let case = case.scaled(WINDOW_SCALE);
+        let case = case.scaled(scale);
         let algorithm = algorithm(&case);
         handles.push(tokio::spawn(async move {
             let mut voided = Vec::new();
