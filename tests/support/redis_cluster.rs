@@ -13,7 +13,7 @@ use super::redis_server::{free_port, spawn, temp_dir};
 const HOST: &str = "127.0.0.1";
 
 /// How long a node may be unreachable before the others fail it over (milliseconds).
-pub const NODE_TIMEOUT_MS: u64 = 1000;
+const NODE_TIMEOUT_MS: u64 = 1000;
 
 pub struct RedisCluster {
     urls: Vec<String>,
