@@ -1,6 +1,7 @@
 //! `RedisStore` on a Redis Cluster of the test's own: every reference table, exact
-//! admissions across stores, keys and masters, scripts a node does not know, a slot
-//! migrated mid-run (`ASK`, then `MOVED`), and a master killed mid-run (failover).
+//! admissions across stores, keys and masters (with one policy and with several), scripts
+//! a node does not know, a slot migrated mid-run (`ASK`, then `MOVED`), and a master killed
+//! mid-run (failover).
 
 mod support;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use support::multi;
 use support::redis_cluster::RedisCluster;
 use support::redis_server::{unique_prefix, RedisServer};
 use support::redis_tables;
@@ -160,6 +162,55 @@ async fn stores_share_limits_exactly_across_masters() {
         total += keys.len();
     }
     assert_eq!(total, 24);
+}
+
+/// Several policies per key. The shared scenario first; then 4 stores × 64 tasks on 24
+/// keys under a wide and a narrow policy admit exactly the narrow one's burst per key, and
+/// the refusals spend nothing of the wide one. Each key's Redis keys, one per policy, are on
+/// one master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_policies_stay_atomic_on_every_master() {
+    let _alone = ALONE.lock().await;
+    let cluster = RedisCluster::start(3, 0);
+    let prefix = unique_prefix("multi");
+    let stores = stores(&cluster, &prefix, 4).await;
+    let scenario = multi::policies();
+    for (step, (cost, ..)) in multi::STEPS.iter().enumerate() {
+        let decisions = stores[0].decide(&"scenario", *cost, &scenario).await;
+        multi::check(step, &scenario, &decisions.unwrap()).unwrap();
+    }
+
+    let policy = |name, quota, algorithm| Policy::new(name, quota, algorithm).unwrap();
+    let policies = Policies::new([
+        policy("wide", Quota::per_hour(1).burst(30), Algorithm::TokenBucket),
+        policy("narrow", Quota::per_day(20), Algorithm::FixedWindow),
+    ])
+    .unwrap();
+    let admitted = admit(&stores, 64, 24, 3, &policies).await;
+    assert_eq!(admitted, vec![20; 24]);
+    for key in 0..24 {
+        let look = stores[0].decide(&format!("key{key}"), 0, &policies).await;
+        let look = look.unwrap();
+        assert_eq!((look[0].remaining, look[1].remaining), (10, 0), "key{key}");
+    }
+    let mut names = Vec::new();
+    for master in cluster.masters() {
+        names.push(keys_on(&master, &prefix).await);
+    }
+    for key in 0..24 {
+        let tag = format!(":{{key{key}}}:");
+        let per_master: Vec<usize> = names
+            .iter()
+            .map(|names| names.iter().filter(|name| name.contains(&tag)).count())
+            .collect();
+        let mut sorted = per_master.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [0, 0, 2],
+            "key{key}'s keys per master: {per_master:?}"
+        );
+    }
 }
 
 /// `SCRIPT FLUSH` on every master, over and over, while 4 stores decide: each node that no
