@@ -244,3 +244,41 @@ async fn in_flight_cap_holds() {
     // Calls finished: room again.
     assert!(store.decide(&99u64, 1, &policy).await.unwrap().is_allowed());
 }
+
+/// A store built lazily while Redis is down: the app starts, its decisions fail within the
+/// deadline (the failure policy answers), and once Redis is up they are made there.
+#[tokio::test]
+async fn a_lazy_store_starts_while_redis_is_down_and_uses_it_once_up() {
+    let mut server = RedisServer::start();
+    if server.skip_unless_owned("a_lazy_store_starts_while_redis_is_down") {
+        return;
+    }
+    server.kill();
+    let store = RedisStore::builder(server.url())
+        .prefix(&unique_prefix("lazy"))
+        .deadline(DEADLINE)
+        .connect_lazy()
+        .expect("built without Redis");
+    let service = limited(&store, FailurePolicy::Closed);
+    let (status, took) = request(&service).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took <= DEADLINE + SLACK, "took {took:?}");
+
+    server.restart();
+    let restarted = Instant::now();
+    loop {
+        let (status, took) = request(&service).await;
+        assert!(took <= DEADLINE + SLACK, "took {took:?}");
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "Redis still unused 5 s after it started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The script was sent with the first call, under the name an eager store loads it by.
+    let eager = RedisStore::connect(server.url()).await.unwrap();
+    assert_eq!(store.script_sha(), eager.script_sha());
+}

@@ -37,26 +37,18 @@ pub(super) enum Connection {
 impl Target {
     /// Connects, for a store whose decisions last at most `deadline`.
     pub(super) async fn connect(&self, deadline: Duration) -> RedisResult<Connection> {
-        let connection_timeout = Duration::from_secs(1);
-        let response_timeout = deadline.max(Duration::from_millis(500));
         match self {
             Self::Single(url) => {
                 let client = redis::Client::open(url.as_str())?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connection_timeout))
-                    .set_response_timeout(Some(response_timeout))
-                    // Reconnect attempts at most 200 ms apart, so a restarted Redis is used
-                    // again within a few hundred milliseconds.
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(200));
+                let config = manager_config(deadline);
                 let manager = ConnectionManager::new_with_config(client, config).await?;
                 Ok(Connection::Single(manager))
             }
             #[cfg(feature = "redis-cluster")]
             Self::Cluster(nodes) => {
                 let client = ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(connection_timeout)
-                    .response_timeout(response_timeout)
+                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .response_timeout(response_timeout(deadline))
                     // The client would send a call again after its connection failed,
                     // when Redis may have run it already; see `redirected`.
                     .retries(0)
@@ -65,6 +57,41 @@ impl Target {
             }
         }
     }
+
+    /// A connection made on its first call, for a store that must not wait for Redis.
+    pub(super) fn connect_lazily(&self, deadline: Duration) -> RedisResult<Connection> {
+        match self {
+            Self::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = manager_config(deadline);
+                let manager = ConnectionManager::new_lazy_with_config(client, config)?;
+                Ok(Connection::Single(manager))
+            }
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(_) => Err(redis::RedisError::from((
+                ErrorKind::Client,
+                "a cluster store needs the cluster's slot map: connect, not lazily",
+            ))),
+        }
+    }
+}
+
+/// One server's connection: reconnection attempts at most 200 ms apart, so a restarted
+/// Redis is used again within a few hundred milliseconds.
+fn manager_config(deadline: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(response_timeout(deadline)))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(200))
+}
+
+/// How long to wait for a connection to a node.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The client's own response timeout: a backstop behind the store's deadline.
+fn response_timeout(deadline: Duration) -> Duration {
+    deadline.max(Duration::from_millis(500))
 }
 
 impl ConnectionLike for Connection {

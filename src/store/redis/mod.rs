@@ -229,7 +229,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects and loads the scripts. Fails if Redis cannot be reached (after a few
+    /// Connects and loads the script. Fails if Redis cannot be reached (after a few
     /// attempts over about a second) or refuses the script.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let failed = |e: redis::RedisError| StoreError::new(format!("cannot use Redis: {e}"));
@@ -240,7 +240,35 @@ impl RedisStoreBuilder {
             .query_async(&mut connection)
             .await
             .map_err(failed)?;
-        Ok(RedisStore {
+        Ok(self.build(connection, sha))
+    }
+
+    /// The store at once, without waiting for Redis, for app servers that must start
+    /// while Redis is down: its decisions fail (and the layer's
+    /// [`FailurePolicy`](crate::FailurePolicy) applies) until Redis answers. The
+    /// connection is made on the first decision and remade as needed; the script is sent
+    /// with the first call. Needs a Tokio runtime. Fails only for an invalid URL, or for a
+    /// [cluster](RedisStore::cluster_builder), whose slot map must be read first.
+    ///
+    /// ```
+    /// use tower_ratelimit::store::RedisStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_ratelimit::store::StoreError> {
+    /// // Nothing listens there: the store is built all the same.
+    /// let store = RedisStore::builder("redis://127.0.0.1:1").connect_lazy()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
+        let connection = self.target.connect_lazily(self.deadline);
+        let connection =
+            connection.map_err(|e| StoreError::new(format!("cannot use Redis: {e}")))?;
+        let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
+        Ok(self.build(connection, sha))
+    }
+
+    fn build(self, connection: Connection, sha: String) -> RedisStore {
+        RedisStore {
             shared: Arc::new(Shared {
                 connection,
                 sha,
@@ -252,7 +280,7 @@ impl RedisStoreBuilder {
                 deny_cache_capacity: self.deny_cache_capacity.unwrap_or(0),
                 clock: MonotonicClock::new(),
             }),
-        })
+        }
     }
 }
 
