@@ -176,16 +176,15 @@ impl RedisStore {
     /// to find the others).
     ///
     /// A decision is one script call on the Redis keys of one key, one per policy, all
-    /// hash-tagged `{<key>}`: it runs on the master serving that slot, and keys spread over
-    /// the masters. The store keeps
-    /// one multiplexed connection per node, reads the slot map again when a node
-    /// redirects a call and reconnects to nodes whose connection failed, so a promoted
-    /// replica is used without a restart. A
-    /// `MOVED` or `ASK` redirection is followed once (the node refused the call without
-    /// running it); any other failure fails the decision, as on one server: deadline,
-    /// circuit breaker (one for the whole cluster) and the layer's failure policy. The
-    /// scripts are loaded on every node at connect; a node that does not know one (a
-    /// replica promoted since, a `SCRIPT FLUSH`) gets it once with `EVAL`.
+    /// hash-tagged `{<key>}`: it runs on the master serving that slot, and keys spread
+    /// over the masters. The store keeps one multiplexed connection per node, reads the
+    /// slot map again when a node redirects a call and reconnects to nodes whose
+    /// connection failed, so a promoted replica is used without a restart. A `MOVED` or
+    /// `ASK` redirection is followed once (the node refused the call without running it);
+    /// any other failure fails the decision, as on one server: deadline, circuit breaker
+    /// (one for the whole cluster) and the layer's failure policy. The script is loaded on
+    /// every node at connect; a node that does not know it (a replica promoted since, a
+    /// `SCRIPT FLUSH`) gets it once with `EVAL`.
     ///
     /// # Failover
     ///
