@@ -29,11 +29,16 @@ async fn age(connection: &mut impl ConnectionLike, key: &[u8], by: Duration) {
           redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
         end
         return 0";
+    eval(connection, AGE, key, &[by.as_micros() as u64]).await;
+}
+
+/// Runs `script` on `key` with `args`.
+async fn eval(connection: &mut impl ConnectionLike, script: &str, key: &[u8], args: &[u64]) {
     let _: i64 = redis::cmd("EVAL")
-        .arg(AGE)
+        .arg(script)
         .arg(1)
         .arg(key)
-        .arg(by.as_micros() as u64)
+        .arg(args)
         .query_async(connection)
         .await
         .unwrap();
@@ -152,15 +157,7 @@ async fn age_window(connection: &mut impl ConnectionLike, key: &[u8], windows: u
           redis.call('SET', KEYS[1], aged .. rest, 'PX', ttl)
         end
         return 0";
-    let _: i64 = redis::cmd("EVAL")
-        .arg(AGE)
-        .arg(1)
-        .arg(key)
-        .arg(windows)
-        .arg(windows * period / 1000)
-        .query_async(connection)
-        .await
-        .unwrap();
+    eval(connection, AGE, key, &[windows, windows * period / 1000]).await;
 }
 
 /// The shortest positive time a step expects: being later than that could change its
