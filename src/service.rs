@@ -137,55 +137,27 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         charge: &Charge<K::Key>,
         headers: &HeaderMap,
     ) -> Verdict {
-        let Charge {
-            ref key,
-            cost,
-            started,
-            ..
-        } = *charge;
-        let grpc = || is_grpc(headers);
+        let (decisions, source) = self.settle(decided, charge);
+        tracing::trace!(
+            cost = charge.cost,
+            ?source,
+            ?decisions,
+            "rate-limit decision"
+        );
         let policies = charge.policies.as_ref().unwrap_or(&self.policies);
-        let (decisions, source) = match decided {
-            Ok(decisions) => (Some(decisions), DecisionSource::Store),
-            Err(error) => {
-                if let Some(suppressed) = STORE_ERRORS.allow() {
-                    tracing::warn!(suppressed, policy = ?self.on_store_error, "{error}");
-                }
-                match self.on_store_error {
-                    FailurePolicy::FallbackLocal => {
-                        let (store, fallback) = &self.fallback;
-                        let fallback = charge.policies.as_ref().unwrap_or(fallback);
-                        let decisions = store.decide_now(key, cost, fallback);
-                        (Some(decisions), DecisionSource::Fallback)
-                    }
-                    FailurePolicy::Open | FailurePolicy::Closed => {
-                        (None, DecisionSource::Unavailable)
-                    }
-                }
-            }
-        };
-        tracing::trace!(cost, ?source, ?decisions, "rate-limit decision");
-        let decisive = decisions.as_ref().map_or(0, Decisions::decisive);
-        let policy = &policies[decisive];
+        let policy = &policies[decisions.as_ref().map_or(0, Decisions::decisive)];
         let decision = decisions.as_ref().map(Decisions::summary);
-        if let Some(started) = started {
-            let event = DecisionEvent {
-                key,
-                cost,
+        if let Some(started) = charge.started {
+            self.observe(&DecisionEvent {
+                key: &charge.key,
+                cost: charge.cost,
                 policy,
                 decision: decision.as_ref(),
                 policies,
                 decisions: decisions.as_ref(),
                 source,
                 latency: started.elapsed(),
-            };
-            #[cfg(feature = "metrics")]
-            self.metrics
-                .get_or_init(|| crate::observe::Metrics::new(&self.policies))
-                .record(&event);
-            if let Some(on_decision) = &self.on_decision {
-                on_decision(&event);
-            }
+            });
         }
         let (Some(decisions), Some(decision)) = (decisions, decision) else {
             return match self.on_store_error {
@@ -193,7 +165,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 _ => Verdict::Answer(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the rate-limit store is unavailable",
-                    grpc(),
+                    is_grpc(headers),
                 )),
             };
         };
@@ -205,6 +177,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             Outcome::Allowed => return Verdict::Forward(Some(report)),
             Outcome::Delayed { wait } => return Verdict::Wait(report, wait),
             Outcome::Denied { .. } | Outcome::CostExceedsBurst if self.shadow => {
+                let cost = charge.cost;
                 tracing::debug!(cost, outcome = ?decision.outcome, "shadow mode: would refuse");
                 return Verdict::Forward(Some(report));
             }
@@ -215,29 +188,69 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             policy,
             decisions: &report.decisions,
             policies,
-            cost,
-            grpc: grpc(),
+            cost: charge.cost,
+            grpc: is_grpc(headers),
         };
-        let mut response = match &self.on_rejection {
-            Some(on_rejection) => on_rejection(&rejection),
-            // The layer's one policy refused: always the same answer.
-            None if !rejection.grpc
-                && report.policies.is_none()
-                && self.policies.len() == 1
-                && matches!(decision.outcome, Outcome::Denied { .. }) =>
-            {
-                let body = self
-                    .refusal
-                    .get_or_init(|| rejection.default_response().into_body());
-                // Content type, Retry-After and perhaps the five rate-limit headers.
-                let headers = if self.headers.writes_any() { 7 } else { 2 };
-                problem_response(StatusCode::TOO_MANY_REQUESTS, body.clone(), headers)
-            }
-            None => rejection.default_response(),
-        };
+        let mut response = self.refusal(&rejection, &report);
         self.write_headers(response.headers_mut(), &report);
         write_retry_after(response.headers_mut(), &decision);
         Verdict::Answer(response)
+    }
+
+    /// The store's decisions, or when it failed, what the failure policy makes of that.
+    fn settle(
+        &self,
+        decided: Result<Decisions, StoreError>,
+        charge: &Charge<K::Key>,
+    ) -> (Option<Decisions>, DecisionSource) {
+        let error = match decided {
+            Ok(decisions) => return (Some(decisions), DecisionSource::Store),
+            Err(error) => error,
+        };
+        if let Some(suppressed) = STORE_ERRORS.allow() {
+            tracing::warn!(suppressed, policy = ?self.on_store_error, "{error}");
+        }
+        match self.on_store_error {
+            FailurePolicy::FallbackLocal => {
+                let (store, fallback) = &self.fallback;
+                let fallback = charge.policies.as_ref().unwrap_or(fallback);
+                let decisions = store.decide_now(&charge.key, charge.cost, fallback);
+                (Some(decisions), DecisionSource::Fallback)
+            }
+            FailurePolicy::Open | FailurePolicy::Closed => (None, DecisionSource::Unavailable),
+        }
+    }
+
+    /// Hands a decision to the metrics and the decision hook.
+    fn observe(&self, event: &DecisionEvent<'_, K::Key>) {
+        #[cfg(feature = "metrics")]
+        self.metrics
+            .get_or_init(|| crate::observe::Metrics::new(&self.policies))
+            .record(event);
+        if let Some(on_decision) = &self.on_decision {
+            on_decision(event);
+        }
+    }
+
+    /// The answer to a refused request, before the rate-limit headers.
+    fn refusal(&self, rejection: &Rejection<'_>, report: &Report) -> Response<Bytes> {
+        if let Some(on_rejection) = &self.on_rejection {
+            return on_rejection(rejection);
+        }
+        let always_the_same = !rejection.grpc
+            && report.policies.is_none()
+            && self.policies.len() == 1
+            && matches!(rejection.decision.outcome, Outcome::Denied { .. });
+        if !always_the_same {
+            return rejection.default_response();
+        }
+        // The layer's one policy refused: the body is built once.
+        let body = self
+            .refusal
+            .get_or_init(|| rejection.default_response().into_body());
+        // Content type, Retry-After and perhaps the five rate-limit headers.
+        let headers = if self.headers.writes_any() { 7 } else { 2 };
+        problem_response(StatusCode::TOO_MANY_REQUESTS, body.clone(), headers)
     }
 
     /// Adds the rate-limit headers for `report`.
