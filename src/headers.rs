@@ -408,5 +408,11 @@ mod tests {
                 );
             }
         }
+        // Another layer's policy, same numbers: its own name, never the cached field.
+        let other = Policy::new("q", Quota::per_minute(100), Algorithm::TokenBucket).unwrap();
+        let other = HeaderWriter::new(RateLimitHeaders::Ietf, &other.into());
+        let decisions = decision(Outcome::Allowed, 7, None).into();
+        assert_eq!(cached.field(&decisions), r#""p";r=7"#);
+        assert_eq!(other.field(&decisions), r#""q";r=7"#);
     }
 }
