@@ -10,7 +10,8 @@ use crate::{Algorithm, Quota, QuotaError};
 ///
 /// The name appears in the `RateLimit` and `RateLimit-Policy` headers and in the
 /// `violated-policies` member of rejections. Stores keep each policy's state apart: state
-/// written under one quota or algorithm is never read under another.
+/// written under one name, quota or algorithm is never read under another, so two
+/// policies with equal quotas but different names count apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     name: Arc<str>,
@@ -38,10 +39,10 @@ impl Policy {
             })
             .collect();
         Ok(Self {
+            fingerprint: fingerprint(&name, &quota, algorithm),
             name: name.into(),
             quota,
             algorithm,
-            fingerprint: fingerprint(&quota, algorithm),
         })
     }
 
@@ -60,7 +61,7 @@ impl Policy {
         self.algorithm
     }
 
-    /// A stable 64-bit digest of quota and algorithm, for naming state in stores.
+    /// A stable 64-bit digest of name, quota and algorithm, for naming state in stores.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
@@ -106,7 +107,7 @@ impl Policies {
         }
         let fingerprint = match &*list {
             [one] => one.fingerprint(),
-            all => fnv(all.iter().map(Policy::fingerprint)),
+            all => fnv(all.iter().flat_map(|p| p.fingerprint().to_le_bytes())),
         };
         Ok(Self { list, fingerprint })
     }
@@ -135,20 +136,22 @@ impl From<Policy> for Policies {
     }
 }
 
-/// The fingerprint of a quota and an algorithm.
-fn fingerprint(quota: &Quota, algorithm: Algorithm) -> u64 {
+/// The fingerprint of a named quota and its algorithm.
+fn fingerprint(name: &str, quota: &Quota, algorithm: Algorithm) -> u64 {
     let period = quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64);
-    fnv([quota.limit(), period, quota.burst_size(), algorithm.id()].into_iter())
+    let numbers = [quota.limit(), period, quota.burst_size(), algorithm.id()];
+    fnv(numbers
+        .into_iter()
+        .flat_map(u64::to_le_bytes)
+        .chain(name.bytes()))
 }
 
-/// FNV-1a over little-endian words: stable across processes and Rust versions, unlike
-/// `Hash`, so app servers sharing one store agree on it.
-fn fnv(words: impl Iterator<Item = u64>) -> u64 {
-    words
-        .flat_map(u64::to_le_bytes)
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
+/// FNV-1a: stable across processes and Rust versions, unlike `Hash`, so app servers
+/// sharing one store agree on it.
+fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -169,6 +172,8 @@ mod tests {
         assert_ne!(base, fingerprint_of(Quota::per_second(5).burst(6)));
         assert_ne!(base, fingerprint_of(Quota::per_minute(5)));
         assert_ne!(base, fingerprint_of(Quota::fixed(5)));
+        let renamed = Policy::new("other", Quota::per_second(5), Algorithm::TokenBucket);
+        assert_ne!(base, renamed.unwrap().fingerprint());
     }
 
     #[test]

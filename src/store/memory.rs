@@ -467,6 +467,10 @@ mod tests {
         assert!(store.decide_now(&"k", 1, &one).is_allowed());
         assert!(!store.decide_now(&"k", 1, &one).is_allowed());
         assert!(store.decide_now(&"k", 1, &two).is_allowed());
+        // The same quota under another name counts apart too.
+        assert!(store
+            .decide_now(&"k", 1, &named("other", Quota::per_hour(1)))
+            .is_allowed());
     }
 
     #[test]
