@@ -11,12 +11,13 @@
 //!
 //! `benches/e2e.sh` runs `wrk` against each mode and prints the table.
 
+mod support;
+
 use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::Router;
-use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 use tower_governor::GovernorLayer;
@@ -56,9 +57,7 @@ enum Mode {
 
 /// Exits with a usage error naming `flag`.
 fn fail(flag: &str, message: impl std::fmt::Display) -> ! {
-    Args::command()
-        .error(ErrorKind::ValueValidation, format!("{flag}: {message}"))
-        .exit()
+    support::fail::<Args>(flag, message)
 }
 
 /// 10⁹ requests per second per peer: never reached, so every decision admits.
@@ -107,17 +106,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         }
     };
 
-    let listener = match tokio::net::TcpListener::bind(args.addr).await {
-        Ok(listener) => listener,
-        Err(error) => fail("--addr", format!("cannot listen on {}: {error}", args.addr)),
-    };
-    println!("listening on http://{}", listener.local_addr()?);
-    std::io::Write::flush(&mut std::io::stdout())?;
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    support::serve::<Args>(args.addr, app).await
 }
 
 fn main() -> std::io::Result<()> {

@@ -24,15 +24,17 @@
 //!
 //! so the example needs neither `protoc` nor a build script.
 
+mod support;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use http::uri::PathAndQuery;
+use support::{quota_flag, QuotaArgs};
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::{Grpc, NamedService};
@@ -145,15 +147,8 @@ struct Args {
     /// Address to listen on (port 0 picks a free port), or, with --client, to call.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: SocketAddr,
-    /// Calls per period.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-    limit: u64,
-    /// The period, in seconds.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    period_secs: f64,
-    /// The most a client may spend at once.
-    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
-    burst: u64,
+    #[command(flatten)]
+    quota: QuotaArgs,
     /// Call the server instead of serving.
     #[arg(long)]
     client: bool,
@@ -169,13 +164,6 @@ struct Args {
 enum Method {
     Ping,
     Upload,
-}
-
-/// Exits with a usage error.
-fn fail(message: impl std::fmt::Display) -> ! {
-    Args::command()
-        .error(ErrorKind::ValueValidation, message)
-        .exit()
 }
 
 #[tokio::main]
@@ -201,13 +189,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
 
-    let quota = Quota::per_secs_f64(args.limit, args.period_secs)
-        .map(|quota| quota.burst(args.burst))
-        .and_then(|quota| quota.validate().map(|()| quota))
-        .unwrap_or_else(|error| fail(error));
-    let listener = TcpListener::bind(args.addr)
-        .await
-        .unwrap_or_else(|error| fail(format!("cannot listen on {}: {error}", args.addr)));
+    let quota = args
+        .quota
+        .quota()
+        .unwrap_or_else(|error| support::fail::<Args>(quota_flag(error), error));
+    let listener = TcpListener::bind(args.addr).await.unwrap_or_else(|error| {
+        let message = format!("cannot listen on {}: {error}", args.addr);
+        support::fail::<Args>("--addr", message)
+    });
     println!("listening on http://{}", listener.local_addr()?);
     std::io::Write::flush(&mut std::io::stdout())?;
     serve(listener, limiter(quota)).await?;

@@ -23,6 +23,8 @@
 //! redis-cluster`) with every instance on that Redis Cluster; `--on-redis-error` says what
 //! happens while it is down.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,14 +32,13 @@ use std::sync::Arc;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use http::header::CONTENT_TYPE;
+use support::{quota_flag, QuotaArgs};
 use tower_ratelimit::key::{self, KeyError, KeyExtractor};
 use tower_ratelimit::store::{MemoryStore, Store};
 use tower_ratelimit::{
-    weight, Algorithm, DecisionEvent, FailurePolicy, Policy, Quota, QuotaError, RateLimitLayer,
-    RequestHead,
+    weight, Algorithm, DecisionEvent, FailurePolicy, Policy, RateLimitLayer, RequestHead,
 };
 
 #[derive(Parser)]
@@ -46,16 +47,8 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
-    /// Requests per period.
-    // Negative numbers are read as values, so the error names the flag they were given to.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-    limit: u64,
-    /// The period, in seconds.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    period_secs: f64,
-    /// The most a client may spend at once.
-    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
-    burst: u64,
+    #[command(flatten)]
+    quota: QuotaArgs,
     /// How quota is spent and refilled.
     #[arg(long, value_enum, default_value_t = AlgorithmArg::TokenBucket)]
     algorithm: AlgorithmArg,
@@ -174,19 +167,7 @@ impl KeyExtractor for KeyArg {
 
 /// Exits with a usage error naming `flag`.
 fn fail(flag: &str, message: impl std::fmt::Display) -> ! {
-    Args::command()
-        .error(ErrorKind::ValueValidation, format!("{flag}: {message}"))
-        .exit()
-}
-
-/// Names the flag behind an invalid quota.
-fn quota_flag(error: QuotaError) -> &'static str {
-    match error {
-        QuotaError::ZeroBurst | QuotaError::TooLarge => "--burst",
-        QuotaError::NeedsPeriod => "--algorithm",
-        QuotaError::ZeroPeriod | QuotaError::InvalidPeriod => "--period-secs",
-        _ => "--limit",
-    }
+    support::fail::<Args>(flag, message)
 }
 
 async fn ping() -> impl IntoResponse {
@@ -220,8 +201,10 @@ async fn main() -> std::io::Result<()> {
         (AlgorithmArg::FixedWindow, None) => Algorithm::FixedWindow,
         (AlgorithmArg::SlidingWindow, None) => Algorithm::SlidingWindow,
     };
-    let policy = Quota::per_secs_f64(args.limit, args.period_secs)
-        .and_then(|quota| Policy::new("default", quota.burst(args.burst), algorithm))
+    let policy = args
+        .quota
+        .quota()
+        .and_then(|quota| Policy::new("default", quota, algorithm))
         .unwrap_or_else(|error| fail(quota_flag(error), error));
     if !args.redis_cluster.is_empty() {
         let store = redis_cluster_store(&args.redis_cluster).await;
@@ -283,16 +266,5 @@ async fn serve<S: Store<Vec<u8>>>(args: Args, policy: Policy, store: S) -> std::
         .route("/api/upload", post(upload))
         .layer(limiter);
 
-    let listener = match tokio::net::TcpListener::bind(args.addr).await {
-        Ok(listener) => listener,
-        Err(error) => fail("--addr", format!("cannot listen on {}: {error}", args.addr)),
-    };
-    println!("listening on http://{}", listener.local_addr()?);
-    std::io::Write::flush(&mut std::io::stdout())?;
-    // `key::PeerIp` reads the peer address that connect info puts in each request.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    support::serve::<Args>(args.addr, app).await
 }
