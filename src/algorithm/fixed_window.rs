@@ -58,7 +58,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::algorithm::testing::{admitted, arrivals, most_in_any};
+    use crate::algorithm::testing::{admitted, arrivals, most_in_any, replay, spent_in};
 
     proptest! {
         #[test]
@@ -72,19 +72,9 @@ mod tests {
             let admitted = admitted(&arrivals, |state, now, cost| decide(state, now, cost, &quota));
             // Replay: each request passes iff what its window already admitted, plus its
             // cost, fits the burst.
-            let mut now = 0;
-            let mut history: Vec<(u64, u64)> = Vec::new();
-            for &(gap, cost) in &arrivals {
-                now += gap;
-                let in_window: u64 = history
-                    .iter()
-                    .filter(|(t, _)| t / period == now / period)
-                    .map(|(_, c)| c)
-                    .sum();
-                if in_window + cost <= limit {
-                    history.push((now, cost));
-                }
-            }
+            let history = replay(&arrivals, |history, now, cost| {
+                spent_in(history, now / period, period) + cost <= limit
+            });
             prop_assert_eq!(&admitted, &history);
             // The documented bound: at most 2 · burst in any interval of one period.
             prop_assert!(most_in_any(&admitted, period) <= 2 * limit);

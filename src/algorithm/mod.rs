@@ -179,6 +179,32 @@ pub(crate) mod testing {
         admitted
     }
 
+    /// What a model admits of `arrivals`: each request, at its time, passes iff
+    /// `passes(admitted so far, now, cost)`.
+    pub(crate) fn replay(
+        arrivals: &[(u64, u64)],
+        passes: impl Fn(&[(u64, u64)], u64, u64) -> bool,
+    ) -> Vec<(u64, u64)> {
+        let mut now = 0;
+        let mut history = Vec::new();
+        for &(gap, cost) in arrivals {
+            now += gap;
+            if passes(&history, now, cost) {
+                history.push((now, cost));
+            }
+        }
+        history
+    }
+
+    /// The cost `events` spent in window `window` of length `period`.
+    pub(crate) fn spent_in(events: &[(u64, u64)], window: u64, period: u64) -> u64 {
+        events
+            .iter()
+            .filter(|(t, _)| t / period == window)
+            .map(|(_, cost)| cost)
+            .sum()
+    }
+
     /// Whether every run of events, from the i-th to the j-th, spent at most
     /// `burst + (t_j − t_i) / interval` units: the token bucket's bound.
     pub(crate) fn within_rate(events: &[(u64, u64)], interval: u64, burst: u64) -> bool {

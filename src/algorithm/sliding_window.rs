@@ -122,7 +122,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::algorithm::testing::{admitted, arrivals, most_in_any};
+    use crate::algorithm::testing::{admitted, arrivals, most_in_any, replay, spent_in};
 
     proptest! {
         #[test]
@@ -136,31 +136,19 @@ mod tests {
             let admitted = admitted(&arrivals, |state, now, cost| decide(state, now, cost, &quota));
             // Replay from the history: prev and curr are the costs admitted in the previous
             // and the current window.
-            let mut now = 0;
-            let mut history: Vec<(u64, u64)> = Vec::new();
-            for &(gap, cost) in &arrivals {
-                now += gap;
+            let history = replay(&arrivals, |history, now, cost| {
                 let window = now / period;
-                let spent_in = |w: u64| -> u128 {
-                    history.iter().filter(|(t, _)| t / period == w).map(|(_, c)| u128::from(*c)).sum()
-                };
-                let prev = if window == 0 { 0 } else { spent_in(window - 1) };
+                let spent = |w| u128::from(spent_in(history, w, period));
+                let prev = if window == 0 { 0 } else { spent(window - 1) };
                 let elapsed = u128::from(now - window * period);
                 let estimate = prev * (u128::from(period) - elapsed)
-                    + (spent_in(window) + u128::from(cost)) * u128::from(period);
-                if cost <= limit && estimate <= u128::from(limit) * u128::from(period) {
-                    history.push((now, cost));
-                }
-            }
+                    + (spent(window) + u128::from(cost)) * u128::from(period);
+                cost <= limit && estimate <= u128::from(limit) * u128::from(period)
+            });
             prop_assert_eq!(&admitted, &history);
             // Never more than the burst in one window, nor 2 · burst in one period.
             for &(t, _) in &admitted {
-                let in_window: u64 = admitted
-                    .iter()
-                    .filter(|(u, _)| u / period == t / period)
-                    .map(|(_, cost)| cost)
-                    .sum();
-                prop_assert!(in_window <= limit);
+                prop_assert!(spent_in(&admitted, t / period, period) <= limit);
             }
             prop_assert!(most_in_any(&admitted, period) <= 2 * limit);
         }
