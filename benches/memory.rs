@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
-use tower_ratelimit::store::{MemoryStore, Store};
+use tower_ratelimit::store::{Change, MemoryStore, Store};
 use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
 const MANY_KEYS: u32 = 100_000;
@@ -44,7 +44,10 @@ impl Ours {
 
 impl Limiter for Ours {
     fn check(&self, key: &IpAddr) -> bool {
-        let decided = self.store.decide(key, 1, &self.policy).into_inner();
+        let decided = self
+            .store
+            .apply(key, Change::Charge(1), &self.policy)
+            .into_inner();
         decided.unwrap().is_allowed()
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
-use tower_ratelimit::store::{MemoryStore, Store};
+use tower_ratelimit::store::{Change, MemoryStore, Store};
 use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
 const KEYS: u32 = 1_000_000;
@@ -63,7 +63,7 @@ fn measure(side: &str) {
             let policy = Policy::new("default", Quota::per_day(1), Algorithm::TokenBucket);
             let policy = Policies::from(policy.unwrap());
             Box::new(move |key| {
-                let decided = store.decide(key, 1, &policy).into_inner();
+                let decided = store.apply(key, Change::Charge(1), &policy).into_inner();
                 decided.unwrap().is_allowed()
             })
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tower_ratelimit::store::{MemoryStore, RedisStore, RedisStoreBuilder, Store};
+use tower_ratelimit::store::{Change, MemoryStore, RedisStore, RedisStoreBuilder, Store};
 use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
 struct Args {
@@ -87,7 +87,10 @@ async fn through_store(store: &RedisStore, concurrency: usize, run: Duration) ->
             let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
             tokio::spawn(async move {
                 while !stop.load(Relaxed) {
-                    store.decide(&key, 1, &policy).await.expect("decision");
+                    store
+                        .apply(&key, Change::Charge(1), &policy)
+                        .await
+                        .expect("decision");
                     done.fetch_add(1, Relaxed);
                 }
             })
@@ -248,16 +251,16 @@ fn main() {
             Policy::new("bench", Quota::per_hour(1).burst(1), Algorithm::TokenBucket)
                 .unwrap()
                 .into();
-        store.decide(&"denied", 1, &denying).await.unwrap();
+        store.apply(&"denied", Change::Charge(1), &denying).await.unwrap();
         assert!(!store
-            .decide(&"denied", 1, &denying)
+            .apply(&"denied", Change::Charge(1), &denying)
             .await
             .unwrap()
             .is_allowed());
-        let cached = per_decision(|| store.decide(&"denied", 1, &denying));
+        let cached = per_decision(|| store.apply(&"denied", Change::Charge(1), &denying));
         let memory = MemoryStore::new();
-        memory.decide(&"denied", 1, &denying).into_inner().unwrap();
-        let in_process = per_decision(|| memory.decide(&"denied", 1, &denying));
+        memory.apply(&"denied", Change::Charge(1), &denying).into_inner().unwrap();
+        let in_process = per_decision(|| memory.apply(&"denied", Change::Charge(1), &denying));
         println!(
             "denied decision: RedisStore deny cache {cached:.0} ns, MemoryStore {in_process:.0} ns"
         );

@@ -14,7 +14,7 @@ pub enum FailurePolicy {
     /// Decide with an in-process store meanwhile (the default). Each app server then
     /// enforces the quota on its own, so `N` servers admit up to `N` times the quota
     /// during the outage; give them a per-instance share with
-    /// [`RateLimitLayer::fallback_quota`](crate::RateLimitLayer::fallback_quota).
+    /// [`LimiterBuilder::fallback_share`](crate::LimiterBuilder::fallback_share).
     #[default]
     FallbackLocal,
 }

@@ -14,7 +14,8 @@ use tower_service::Service;
 
 use crate::body::ResponseBody;
 use crate::key::KeyExtractor;
-use crate::service::{Charge, Report, Shared, Verdict};
+use crate::limiter::Check;
+use crate::service::{Charge, Refund, Report, Shared, Verdict};
 use crate::store::Store;
 
 pin_project! {
@@ -28,8 +29,10 @@ pin_project! {
         S: Store<K::Key>,
     {
         #[pin]
-        state: State<S::Future, Svc, ReqBody, Svc::Future, K::Key>,
+        state: State<Check<K::Key, S>, Svc, ReqBody, Svc::Future, K::Key>,
         shared: Option<Arc<Shared<K, S>>>,
+        // The charge the response may give back.
+        refund: Option<Box<Refund<K::Key>>>,
     }
 }
 
@@ -68,7 +71,7 @@ where
     S: Store<K::Key>,
 {
     pub(crate) fn deciding(
-        decision: S::Future,
+        decision: Check<K::Key, S>,
         ready: Svc,
         request: Request<ReqBody>,
         charge: Charge<K::Key>,
@@ -80,6 +83,7 @@ where
                 pending: Some(Box::new((ready, request, charge))),
             },
             shared: Some(shared),
+            refund: None,
         }
     }
 
@@ -92,6 +96,7 @@ where
         Self {
             state: State::Forwarding { future, report },
             shared,
+            refund: None,
         }
     }
 
@@ -109,6 +114,7 @@ where
                 report: Some(report),
             },
             shared: Some(shared),
+            refund: None,
         }
     }
 
@@ -118,7 +124,14 @@ where
                 response: Some(response),
             },
             shared: None,
+            refund: None,
         }
+    }
+
+    /// The same future, giving `refund` back if the response asks for it.
+    pub(crate) fn refunding(mut self, refund: Option<Refund<K::Key>>) -> Self {
+        self.refund = refund.map(Box::new);
+        self
     }
 }
 
@@ -143,16 +156,20 @@ where
                     match shared.verdict(decided, &charge, request.headers()) {
                         Verdict::Forward(report) => {
                             shared.admit(&mut request, report.as_ref());
+                            *this.refund = charge.refund(report.as_ref()).map(Box::new);
                             State::Forwarding {
                                 future: inner.call(request),
                                 report,
                             }
                         }
-                        Verdict::Wait(report, wait) => State::Waiting {
-                            sleep: Box::pin(tokio::time::sleep(wait)),
-                            ready: Some(Box::new((inner, request))),
-                            report: Some(report),
-                        },
+                        Verdict::Wait(report, wait) => {
+                            *this.refund = charge.refund(Some(&report)).map(Box::new);
+                            State::Waiting {
+                                sleep: Box::pin(tokio::time::sleep(wait)),
+                                ready: Some(Box::new((inner, request))),
+                                report: Some(report),
+                            }
+                        }
                         // The ready inner service is dropped unused.
                         Verdict::Answer(response) => State::Answered {
                             response: Some(response),
@@ -179,8 +196,14 @@ where
                 }
                 StateProj::Forwarding { future, report } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let (Some(report), Some(shared)) = (report.take(), this.shared) {
-                        shared.write_headers(response.headers_mut(), &report);
+                    if let Some(shared) = this.shared {
+                        if let Some(refund) = this.refund.take() {
+                            let (status, headers) = (response.status(), response.headers());
+                            shared.settle_response(*refund, status, headers);
+                        }
+                        if let Some(report) = report.take() {
+                            shared.write_headers(response.headers_mut(), &report);
+                        }
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }

@@ -2,19 +2,22 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
+use http::{HeaderMap, Response, StatusCode};
 use tower_layer::Layer;
 
 use crate::headers::{HeaderWriter, RateLimitHeaders};
 use crate::key::KeyExtractor;
-use crate::observe::{DecisionEvent, OnDecision};
+use crate::limiter::LimiterBuilder;
+use crate::observe::DecisionEvent;
 use crate::reject::Rejection;
-use crate::service::{RateLimit, Resolve, Shared, Skip};
-use crate::store::{MemoryStore, Store};
+use crate::service::{RateLimit, RefundIf, Resolve, Shared, Skip};
+use crate::store::Store;
+use crate::throttle::Throttle;
 use crate::weight::{self, Weigher};
-use crate::{Algorithm, FailurePolicy, Policies, Policy, Quota, QuotaError, RequestHead};
+use crate::{Algorithm, FailurePolicy, Limiter, Policies, Policy, PolicyError, Quota, RequestHead};
 
 /// A custom rejection answer; see [`RateLimitLayer::on_rejection`].
 pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync>;
@@ -48,21 +51,16 @@ pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Se
 /// `429` (or `413` when its cost exceeds the burst) with `Retry-After` and a problem body,
 /// or a gRPC `RESOURCE_EXHAUSTED` status for gRPC requests. A request without a key gets
 /// the [`KeyError`](crate::key::KeyError)'s status.
-#[derive(Clone)]
+#[must_use = "a layer does nothing until applied to a service with `.layer(...)`"]
 pub struct RateLimitLayer<K: KeyExtractor, S> {
     key: K,
-    store: S,
-    policies: Policies,
+    limiter: Limiter<K::Key, S>,
     weigher: Arc<dyn Weigher>,
     headers: RateLimitHeaders,
     on_rejection: Option<OnRejection>,
-    on_store_error: FailurePolicy,
-    /// The in-process store deciding while `store` fails, shared by every service
-    /// this layer makes, and the policies it enforces.
-    fallback: (MemoryStore<K::Key>, Policies),
-    on_decision: Option<OnDecision<K::Key>>,
     skip: Option<Skip>,
     resolve: Option<Resolve<K::Key>>,
+    refund_if: Option<RefundIf>,
     shadow: bool,
     expose_decision: bool,
 }
@@ -72,20 +70,29 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     ///
     /// # Panics
     ///
-    /// If the quota is invalid (see [`Quota::validate`]); use [`try_new`](Self::try_new) to
-    /// handle that as an error.
+    /// If the quota is invalid (see [`Quota::validate`]) or the store cannot enforce it;
+    /// use [`try_new`](Self::try_new) to handle that as an error.
     pub fn new(key: K, store: S, quota: Quota) -> Self {
-        Self::try_new(key, store, quota).unwrap_or_else(|e| panic!("invalid quota: {e}"))
+        Self::try_new(key, store, quota).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Like [`new`](Self::new), returning an error for an invalid quota.
-    pub fn try_new(key: K, store: S, quota: Quota) -> Result<Self, QuotaError> {
+    /// Like [`new`](Self::new), returning an error for an invalid quota, or one the
+    /// store cannot enforce.
+    pub fn try_new(key: K, store: S, quota: Quota) -> Result<Self, PolicyError> {
         let policy = Policy::new("default", quota, Algorithm::default())?;
-        Ok(Self::with_policy(key, store, policy))
+        Ok(Self::from_limiter(
+            key,
+            Limiter::builder(store, policy).build()?,
+        ))
     }
 
     /// Limits requests keyed by `key` to a [`Policy`] (a named quota with its algorithm),
     /// or to several [`Policies`] that every request must pass.
+    ///
+    /// # Panics
+    ///
+    /// If the store cannot enforce the policies; build a [`Limiter`] and use
+    /// [`from_limiter`](Self::from_limiter) to handle that as an error.
     ///
     /// ```
     /// use std::time::Duration;
@@ -100,30 +107,73 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     ///     Policy::new("daily", Quota::per_day(10_000), Algorithm::SlidingWindow)?,
     /// ])?;
     /// let layer = RateLimitLayer::with_policy(key::Header::new("x-api-key"), MemoryStore::new(), both);
-    /// # Ok::<(), tower_ratelimit::QuotaError>(())
+    /// # Ok::<(), tower_ratelimit::PolicyError>(())
     /// ```
     pub fn with_policy(key: K, store: S, policies: impl Into<Policies>) -> Self {
-        let policies = policies.into();
+        let limiter = Limiter::builder(store, policies).build();
+        Self::from_limiter(key, limiter.unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Limits requests keyed by `key` with `limiter`: the layer is its HTTP adapter, and
+    /// [`limiter`](Self::limiter) gives it back, so handlers act on the very state the
+    /// layer uses (reset a login counter after a successful login).
+    ///
+    /// ```
+    /// use axum::{extract::State, http::{HeaderMap, HeaderValue}, routing::post, Router};
+    /// use tower_ratelimit::{key, store::MemoryStore, Limiter, Quota, RateLimitLayer};
+    ///
+    /// type Logins = Limiter<HeaderValue, MemoryStore<HeaderValue>>;
+    ///
+    /// let limiter: Logins = Limiter::new(MemoryStore::new(), Quota::per_minute(1).burst(5));
+    /// let login = |State(limiter): State<Logins>, headers: HeaderMap| async move {
+    ///     // ... on success, the user starts afresh:
+    ///     if let Some(user) = headers.get("x-user") {
+    ///         limiter.reset(user).await.ok();
+    ///     }
+    ///     "welcome"
+    /// };
+    /// let app: Router = Router::new()
+    ///     .route("/login", post(login))
+    ///     .with_state(limiter.clone())
+    ///     .layer(RateLimitLayer::from_limiter(key::Header::new("x-user"), limiter));
+    /// ```
+    pub fn from_limiter(key: K, limiter: Limiter<K::Key, S>) -> Self {
         Self {
             key,
-            store,
-            fallback: (MemoryStore::new(), policies.clone()),
-            policies,
+            limiter,
             weigher: Arc::new(weight::constant(1)),
             headers: RateLimitHeaders::default(),
             on_rejection: None,
-            on_store_error: FailurePolicy::default(),
-            on_decision: None,
             skip: None,
             resolve: None,
+            refund_if: None,
             shadow: false,
             expose_decision: false,
         }
     }
 
+    /// The limiter deciding for this layer: the same state, for direct checks, looks and
+    /// resets.
+    pub fn limiter(&self) -> &Limiter<K::Key, S> {
+        &self.limiter
+    }
+
+    /// The limiter rebuilt with `f`, sharing its state.
+    fn reconfigure(
+        mut self,
+        f: impl FnOnce(LimiterBuilder<K::Key, S>) -> LimiterBuilder<K::Key, S>,
+    ) -> Self {
+        self.limiter = self
+            .limiter
+            .reconfigure(f)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self
+    }
+
     /// Sets how much each request costs (default: 1). A cost of 0 passes uncounted.
     pub fn weight(mut self, weigher: impl Weigher) -> Self {
-        let burst = self.policies.iter().map(|p| p.quota().burst_size()).min();
+        let policies = self.limiter.policies().iter();
+        let burst = policies.map(|p| p.quota().burst_size()).min();
         let burst = burst.unwrap_or(u64::MAX);
         if let Some(max) = weigher.max_weight().filter(|&max| max > burst) {
             tracing::warn!(
@@ -136,50 +186,38 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
         self
     }
 
-    /// Sets the algorithm of every policy (default: [`Algorithm::TokenBucket`]).
+    /// Sets the algorithm of every policy (default: [`Algorithm::TokenBucket`]). An
+    /// explicit [`fallback_policy`](Self::fallback_policy) keeps its own.
     ///
     /// # Panics
     ///
     /// If the algorithm cannot enforce a quota (see [`Algorithm`]); build a [`Policy`]
     /// and use [`with_policy`](Self::with_policy) to handle that as an error.
-    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
-        let with = |policies: &Policies| {
-            Policies::new(policies.iter().map(|policy| {
-                Policy::new(policy.name(), *policy.quota(), algorithm)
-                    .unwrap_or_else(|e| panic!("invalid quota for {algorithm:?}: {e}"))
-            }))
-            .expect("the same names as before")
-        };
-        self.policies = with(&self.policies);
-        self.fallback.1 = with(&self.fallback.1);
-        self
+    pub fn algorithm(self, algorithm: Algorithm) -> Self {
+        let policies = Policies::new(self.limiter.policies().iter().map(|policy| {
+            Policy::new(policy.name(), *policy.quota(), algorithm)
+                .unwrap_or_else(|e| panic!("invalid quota for {algorithm:?}: {e}"))
+        }))
+        .expect("the same names as before");
+        self.reconfigure(|limiter| limiter.policies(policies))
     }
 
     /// What to do when the store cannot decide (default: [`FailurePolicy::FallbackLocal`]).
-    pub fn on_store_error(mut self, policy: FailurePolicy) -> Self {
-        self.on_store_error = policy;
-        self
+    pub fn on_store_error(self, policy: FailurePolicy) -> Self {
+        self.reconfigure(|limiter| limiter.on_store_error(policy))
     }
 
-    /// The quota the in-process fallback enforces while the store is failing (default: the
-    /// layer's quota), e.g. this server's share of a quota shared by several servers. It
-    /// replaces the layer's first policy; see [`fallback_policy`](Self::fallback_policy)
-    /// to set several.
-    ///
-    /// # Panics
-    ///
-    /// If the quota is invalid.
-    pub fn fallback_quota(self, quota: Quota) -> Self {
-        let first = &self.policies[0];
-        let policy = Policy::new(first.name(), quota, first.algorithm());
-        self.fallback_policy(policy.unwrap_or_else(|e| panic!("invalid quota: {e}")))
+    /// While the store fails, the in-process fallback enforces each policy with its limit
+    /// and burst divided by `share`; see [`LimiterBuilder::fallback_share`].
+    pub fn fallback_share(self, share: u64) -> Self {
+        self.reconfigure(|limiter| limiter.fallback_share(share))
     }
 
     /// The policies the in-process fallback enforces while the store is failing (default:
     /// the layer's).
-    pub fn fallback_policy(mut self, policies: impl Into<Policies>) -> Self {
-        self.fallback.1 = policies.into();
-        self
+    pub fn fallback_policy(self, policies: impl Into<Policies>) -> Self {
+        let policies = policies.into();
+        self.reconfigure(|limiter| limiter.fallback_policy(policies))
     }
 
     /// Calls `f` with every decision: key, cost, decision, who decided and how long it
@@ -200,11 +238,31 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     ///         }
     ///     });
     /// ```
-    pub fn on_decision<F>(mut self, f: F) -> Self
+    pub fn on_decision<F>(self, f: F) -> Self
     where
         F: Fn(&DecisionEvent<'_, K::Key>) + Send + Sync + 'static,
     {
-        self.on_decision = Some(Arc::new(f));
+        self.reconfigure(|limiter| limiter.on_decision(f))
+    }
+
+    /// Gives a request's charge back when its response matches `predicate` (on its status
+    /// and headers): count only failed logins (refund `2xx`), or only successes. The
+    /// refund never delays the response; on a remote store it is one more call, whose
+    /// failure is logged (and counted as `ratelimit_refund_failures_total` with feature
+    /// `metrics`), never retried.
+    ///
+    /// ```
+    /// use tower_ratelimit::{key, store::MemoryStore, Quota, RateLimitLayer};
+    ///
+    /// // Five failed logins per hour; successful ones are free.
+    /// let layer = RateLimitLayer::new(key::PeerIp, MemoryStore::new(), Quota::per_hour(5))
+    ///     .refund_if(|status, _| status.is_success());
+    /// ```
+    pub fn refund_if<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.refund_if = Some(Arc::new(predicate));
         self
     }
 
@@ -301,6 +359,23 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     }
 }
 
+impl<K: KeyExtractor + Clone, S: Clone> Clone for RateLimitLayer<K, S> {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            limiter: self.limiter.clone(),
+            weigher: Arc::clone(&self.weigher),
+            headers: self.headers,
+            on_rejection: self.on_rejection.clone(),
+            skip: self.skip.clone(),
+            resolve: self.resolve.clone(),
+            refund_if: self.refund_if.clone(),
+            shadow: self.shadow,
+            expose_decision: self.expose_decision,
+        }
+    }
+}
+
 impl<Svc, K, S> Layer<Svc> for RateLimitLayer<K, S>
 where
     K: KeyExtractor + Clone,
@@ -313,21 +388,17 @@ where
             inner,
             Arc::new(Shared {
                 key: self.key.clone(),
-                store: self.store.clone(),
+                headers: HeaderWriter::new(self.headers, self.limiter.policies()),
+                limiter: self.limiter.clone(),
                 weigher: Arc::clone(&self.weigher),
-                headers: HeaderWriter::new(self.headers, &self.policies),
-                policies: self.policies.clone(),
                 on_rejection: self.on_rejection.clone(),
-                on_store_error: self.on_store_error,
-                fallback: self.fallback.clone(),
-                on_decision: self.on_decision.clone(),
                 skip: self.skip.clone(),
                 resolve: self.resolve.clone(),
+                refund_if: self.refund_if.clone(),
                 shadow: self.shadow,
                 expose_decision: self.expose_decision,
                 refusal: std::sync::OnceLock::new(),
-                #[cfg(feature = "metrics")]
-                metrics: std::sync::OnceLock::new(),
+                key_errors: Throttle::new(Duration::from_secs(10)),
             }),
         )
     }
@@ -337,8 +408,7 @@ impl<K: KeyExtractor + fmt::Debug, S: fmt::Debug> fmt::Debug for RateLimitLayer<
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("key", &self.key)
-            .field("store", &self.store)
-            .field("policies", &self.policies)
+            .field("limiter", &self.limiter)
             .field("headers", &self.headers)
             .finish_non_exhaustive()
     }

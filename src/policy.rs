@@ -61,7 +61,8 @@ impl Policy {
         self.algorithm
     }
 
-    /// A stable 64-bit digest of name, quota and algorithm, for naming state in stores.
+    /// A stable 64-bit digest of the policy's identity, naming its state in every store:
+    /// its name and algorithm (see the [store docs](crate::store#state-identity)).
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
@@ -136,10 +137,19 @@ impl From<Policy> for Policies {
     }
 }
 
-/// The fingerprint of a named quota and its algorithm.
+/// A policy's identity: its name and algorithm, whether its quota refills (a fixed
+/// quota's state is a count, a refilling bucket's a time), and for the windows, whose
+/// counts are laid out by them, the period and burst. A token bucket whose rate or burst
+/// changes keeps its identity, so its state carries over.
 fn fingerprint(name: &str, quota: &Quota, algorithm: Algorithm) -> u64 {
-    let period = quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64);
-    let numbers = [quota.limit(), period, quota.burst_size(), algorithm.id()];
+    let layout = match algorithm {
+        Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+            let period = quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64);
+            [period, quota.burst_size()]
+        }
+        _ => [u64::from(quota.period().is_some()), 0],
+    };
+    let numbers = [algorithm.id(), layout[0], layout[1]];
     fnv(numbers
         .into_iter()
         .flat_map(u64::to_le_bytes)
@@ -166,11 +176,10 @@ mod tests {
 
     #[test]
     fn fingerprint_tells_quotas_apart() {
+        // A bucket's rate and burst are not its identity: a changed quota inherits.
         let base = fingerprint_of(Quota::per_second(5));
-        assert_eq!(base, fingerprint_of(Quota::per_second(5).burst(5)));
-        assert_ne!(base, fingerprint_of(Quota::per_second(6)));
-        assert_ne!(base, fingerprint_of(Quota::per_second(5).burst(6)));
-        assert_ne!(base, fingerprint_of(Quota::per_minute(5)));
+        assert_eq!(base, fingerprint_of(Quota::per_second(6).burst(9)));
+        assert_eq!(base, fingerprint_of(Quota::per_minute(5)));
         assert_ne!(base, fingerprint_of(Quota::fixed(5)));
         let renamed = Policy::new("other", Quota::per_second(5), Algorithm::TokenBucket);
         assert_ne!(base, renamed.unwrap().fingerprint());

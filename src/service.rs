@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -16,12 +16,11 @@ use crate::future::ResponseFuture;
 use crate::headers::{write_retry_after, HeaderWriter};
 use crate::key::{KeyError, KeyExtractor};
 use crate::layer::OnRejection;
-use crate::observe::{DecisionEvent, DecisionSource, OnDecision};
 use crate::reject::{error_response, problem_response, Rejection};
-use crate::store::{MemoryStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::throttle::Throttle;
 use crate::weight::Weigher;
-use crate::{Decision, Decisions, FailurePolicy, Outcome, Policies, Policy, RequestHead};
+use crate::{Decision, Decisions, FailurePolicy, Limiter, Outcome, Policies, Policy, RequestHead};
 
 /// Middleware that rate-limits requests to the inner service. Made by
 /// [`RateLimitLayer`](crate::RateLimitLayer).
@@ -39,22 +38,19 @@ pub struct RateLimit<Svc, K: KeyExtractor, S> {
 /// Configuration shared by all clones of one layered service.
 pub(crate) struct Shared<K: KeyExtractor, S> {
     pub(crate) key: K,
-    pub(crate) store: S,
+    pub(crate) limiter: Limiter<K::Key, S>,
     pub(crate) weigher: Arc<dyn Weigher>,
-    pub(crate) policies: Policies,
     pub(crate) headers: HeaderWriter,
     pub(crate) on_rejection: Option<OnRejection>,
-    pub(crate) on_store_error: FailurePolicy,
-    pub(crate) fallback: (MemoryStore<K::Key>, Policies),
-    pub(crate) on_decision: Option<OnDecision<K::Key>>,
     pub(crate) skip: Option<Skip>,
     pub(crate) resolve: Option<Resolve<K::Key>>,
+    pub(crate) refund_if: Option<RefundIf>,
     pub(crate) shadow: bool,
     pub(crate) expose_decision: bool,
     /// The body refusing the layer's single policy, built on first use.
     pub(crate) refusal: OnceLock<Bytes>,
-    #[cfg(feature = "metrics")]
-    pub(crate) metrics: std::sync::OnceLock<crate::observe::Metrics>,
+    /// Configuration errors (no key) are logged at most once per interval, per layer.
+    pub(crate) key_errors: Throttle,
 }
 
 /// A predicate exempting requests from the limit; see `RateLimitLayer::skip`.
@@ -62,15 +58,23 @@ pub(crate) type Skip = Arc<dyn Fn(&RequestHead<'_>) -> bool + Send + Sync>;
 /// Picks the policies per key; see `RateLimitLayer::policy_for`.
 pub(crate) type Resolve<Key> =
     Arc<dyn Fn(&Key, &RequestHead<'_>) -> Option<Policies> + Send + Sync>;
+/// Which responses give their request's charge back; see `RateLimitLayer::refund_if`.
+pub(crate) type RefundIf = Arc<dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync>;
 
 /// What a request is charged, and what its answer depends on.
 pub(crate) struct Charge<Key> {
-    pub(crate) key: Key,
     pub(crate) cost: u64,
     /// The policies for this key, when they are not the layer's.
     pub(crate) policies: Option<Policies>,
-    /// When the request arrived, if anyone reads the decision latency.
-    pub(crate) started: Option<Instant>,
+    /// The key, kept only when a response may refund the charge.
+    pub(crate) key: Option<Key>,
+}
+
+/// A charge that the response may give back.
+pub(crate) struct Refund<Key> {
+    key: Key,
+    cost: u64,
+    policies: Option<Policies>,
 }
 
 /// The decisions and the policies they were made under (`None`: the layer's).
@@ -121,46 +125,16 @@ impl RateLimitInfo {
     }
 }
 
-static STORE_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
-static KEY_ERRORS: Throttle = Throttle::new(Duration::from_secs(10));
-
-impl<K: KeyExtractor, S> Shared<K, S> {
-    /// When to start the clock for a decision: only if someone reads the latency.
-    pub(crate) fn start_timer(&self) -> Option<Instant> {
-        (self.on_decision.is_some() || cfg!(feature = "metrics")).then(Instant::now)
-    }
-
-    /// Turns the store's answer into what happens to the request (with these headers).
+impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
+    /// Turns the limiter's answer into what happens to the request (with these headers).
     pub(crate) fn verdict(
         &self,
         decided: Result<Decisions, StoreError>,
         charge: &Charge<K::Key>,
         headers: &HeaderMap,
     ) -> Verdict {
-        let (decisions, source) = self.settle(decided, charge);
-        tracing::trace!(
-            cost = charge.cost,
-            ?source,
-            ?decisions,
-            "rate-limit decision"
-        );
-        let policies = charge.policies.as_ref().unwrap_or(&self.policies);
-        let policy = &policies[decisions.as_ref().map_or(0, Decisions::decisive)];
-        let decision = decisions.as_ref().map(Decisions::summary);
-        if let Some(started) = charge.started {
-            self.observe(&DecisionEvent {
-                key: &charge.key,
-                cost: charge.cost,
-                policy,
-                decision: decision.as_ref(),
-                policies,
-                decisions: decisions.as_ref(),
-                source,
-                latency: started.elapsed(),
-            });
-        }
-        let (Some(decisions), Some(decision)) = (decisions, decision) else {
-            return match self.on_store_error {
+        let Ok(decisions) = decided else {
+            return match self.limiter.failure_policy() {
                 FailurePolicy::Open => Verdict::Forward(None),
                 _ => Verdict::Answer(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -169,6 +143,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
                 )),
             };
         };
+        let decision = decisions.summary();
         let report = Report {
             decisions,
             policies: charge.policies.clone(),
@@ -183,9 +158,10 @@ impl<K: KeyExtractor, S> Shared<K, S> {
             }
             Outcome::Denied { .. } | Outcome::CostExceedsBurst => {}
         }
+        let policies = charge.policies.as_ref().unwrap_or(self.limiter.policies());
         let rejection = Rejection {
             decision: &decision,
-            policy,
+            policy: &policies[report.decisions.decisive()],
             decisions: &report.decisions,
             policies,
             cost: charge.cost,
@@ -197,38 +173,29 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         Verdict::Answer(response)
     }
 
-    /// The store's decisions, or when it failed, what the failure policy makes of that.
-    fn settle(
+    /// Gives a charge back if its response asks for it, without delaying the response: an
+    /// in-process store refunds at once, another in a task of its own, whose failure is
+    /// logged and counted (and never retried: the refund may have been applied).
+    pub(crate) fn settle_response(
         &self,
-        decided: Result<Decisions, StoreError>,
-        charge: &Charge<K::Key>,
-    ) -> (Option<Decisions>, DecisionSource) {
-        let error = match decided {
-            Ok(decisions) => return (Some(decisions), DecisionSource::Store),
-            Err(error) => error,
-        };
-        if let Some(suppressed) = STORE_ERRORS.allow() {
-            tracing::warn!(suppressed, policy = ?self.on_store_error, "{error}");
+        refund: Refund<K::Key>,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) {
+        if !self
+            .refund_if
+            .as_ref()
+            .is_some_and(|refund_if| refund_if(status, headers))
+        {
+            return;
         }
-        match self.on_store_error {
-            FailurePolicy::FallbackLocal => {
-                let (store, fallback) = &self.fallback;
-                let fallback = charge.policies.as_ref().unwrap_or(fallback);
-                let decisions = store.decide_now(&charge.key, charge.cost, fallback);
-                (Some(decisions), DecisionSource::Fallback)
-            }
-            FailurePolicy::Open | FailurePolicy::Closed => (None, DecisionSource::Unavailable),
-        }
-    }
-
-    /// Hands a decision to the metrics and the decision hook.
-    fn observe(&self, event: &DecisionEvent<'_, K::Key>) {
-        #[cfg(feature = "metrics")]
-        self.metrics
-            .get_or_init(|| crate::observe::Metrics::new(&self.policies))
-            .record(event);
-        if let Some(on_decision) = &self.on_decision {
-            on_decision(event);
+        let mut future =
+            self.limiter
+                .refund_under(&refund.key, refund.cost, refund.policies.as_ref());
+        let noop = &mut Context::from_waker(Waker::noop());
+        match Pin::new(&mut future).poll(noop) {
+            Poll::Ready(done) => log_refund(done),
+            Poll::Pending => drop(tokio::spawn(async move { log_refund(future.await) })),
         }
     }
 
@@ -239,7 +206,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         }
         let always_the_same = !rejection.grpc
             && report.policies.is_none()
-            && self.policies.len() == 1
+            && self.limiter.policies().len() == 1
             && matches!(rejection.decision.outcome, Outcome::Denied { .. });
         if !always_the_same {
             return rejection.default_response();
@@ -269,7 +236,11 @@ impl<K: KeyExtractor, S> Shared<K, S> {
         if let (true, Some(report)) = (self.expose_decision, report) {
             request.extensions_mut().insert(RateLimitInfo {
                 decisions: report.decisions.clone(),
-                policies: report.policies.as_ref().unwrap_or(&self.policies).clone(),
+                policies: report
+                    .policies
+                    .as_ref()
+                    .unwrap_or(self.limiter.policies())
+                    .clone(),
             });
         }
     }
@@ -282,15 +253,26 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-fn key_error_response(error: &KeyError, grpc: bool) -> Response<Bytes> {
-    if error.status().is_server_error() {
-        if let Some(suppressed) = KEY_ERRORS.allow() {
-            tracing::error!(suppressed, "{error}");
-        }
-    } else {
-        tracing::debug!(status = %error.status(), "no rate-limit key: {error}");
+/// A refund's outcome, logged and counted if it failed.
+fn log_refund(done: Result<Decisions, StoreError>) {
+    if let Err(error) = done {
+        tracing::warn!("refund by response failed: {error}");
+        #[cfg(feature = "metrics")]
+        metrics::counter!("ratelimit_refund_failures_total").increment(1);
     }
-    error_response(error.status(), error.message(), grpc)
+}
+
+impl<K: KeyExtractor, S> Shared<K, S> {
+    fn key_error_response(&self, error: &KeyError, grpc: bool) -> Response<Bytes> {
+        if error.status().is_server_error() {
+            if let Some(suppressed) = self.key_errors.allow() {
+                tracing::error!(suppressed, "{error}");
+            }
+        } else {
+            tracing::debug!(status = %error.status(), "no rate-limit key: {error}");
+        }
+        error_response(error.status(), error.message(), grpc)
+    }
 }
 
 impl<Svc, K: KeyExtractor, S> RateLimit<Svc, K, S> {
@@ -340,42 +322,48 @@ where
                 return ResponseFuture::forwarding(self.inner.call(request), None, None)
             }
             Err(error) => {
-                let grpc = head.is_grpc();
-                return ResponseFuture::answered(key_error_response(&error, grpc));
+                let response = shared.key_error_response(&error, head.is_grpc());
+                // The ready inner service is dropped unused, releasing what it reserved.
+                drop(self.take_ready());
+                return ResponseFuture::answered(response);
             }
         };
+        let policies = shared
+            .resolve
+            .as_ref()
+            .and_then(|resolve| resolve(&key, &head));
+        let cost = shared.weigher.weigh(&head);
+        let mut check = shared.limiter.check_under(&key, cost, policies.as_ref());
         let charge = Charge {
-            cost: shared.weigher.weigh(&head),
-            policies: shared
-                .resolve
-                .as_ref()
-                .and_then(|resolve| resolve(&key, &head)),
-            key,
-            started: shared.start_timer(),
+            cost,
+            policies,
+            key: shared.refund_if.is_some().then_some(key),
         };
-        let policies = charge.policies.as_ref().unwrap_or(&shared.policies);
-        let mut decision = shared.store.decide(&charge.key, charge.cost, policies);
         // An in-process store has decided already: act now, with no clone of the service.
         let noop = &mut Context::from_waker(Waker::noop());
-        let decided = match Pin::new(&mut decision).poll(noop) {
+        let decided = match Pin::new(&mut check).poll(noop) {
             Poll::Ready(decided) => decided,
             Poll::Pending => {
                 let shared = Arc::clone(shared);
                 let ready = self.take_ready();
-                return ResponseFuture::deciding(decision, ready, request, charge, shared);
+                return ResponseFuture::deciding(check, ready, request, charge, shared);
             }
         };
         match shared.verdict(decided, &charge, request.headers()) {
             Verdict::Forward(report) => {
                 shared.admit(&mut request, report.as_ref());
-                // The future needs the configuration only to write headers.
+                let refund = charge.refund(report.as_ref());
+                // The future needs the configuration only to write headers or refund.
                 let report = report.filter(|_| shared.headers.writes_any());
-                let shared = report.is_some().then(|| Arc::clone(shared));
+                let needed = report.is_some() || refund.is_some();
+                let shared = needed.then(|| Arc::clone(shared));
                 ResponseFuture::forwarding(self.inner.call(request), report, shared)
+                    .refunding(refund)
             }
             Verdict::Wait(report, wait) => {
+                let refund = charge.refund(Some(&report));
                 let (ready, shared) = (self.take_ready(), Arc::clone(&self.shared));
-                ResponseFuture::waiting(wait, ready, request, report, shared)
+                ResponseFuture::waiting(wait, ready, request, report, shared).refunding(refund)
             }
             Verdict::Answer(response) => {
                 // The ready inner service is dropped unused, releasing what it reserved.
@@ -383,6 +371,19 @@ where
                 ResponseFuture::answered(response)
             }
         }
+    }
+}
+
+impl<Key> Charge<Key> {
+    /// What the response may give back: the charge of a request that passed.
+    pub(crate) fn refund(self, report: Option<&Report>) -> Option<Refund<Key>> {
+        let passed = report.is_some_and(|report| report.decisions.is_allowed());
+        let key = self.key.filter(|_| passed && self.cost > 0)?;
+        Some(Refund {
+            key,
+            cost: self.cost,
+            policies: self.policies,
+        })
     }
 }
 
@@ -403,11 +404,11 @@ impl<Svc: Clone, K: KeyExtractor, S> Clone for RateLimit<Svc, K, S> {
     }
 }
 
-impl<Svc: fmt::Debug, K: KeyExtractor, S> fmt::Debug for RateLimit<Svc, K, S> {
+impl<Svc: fmt::Debug, K: KeyExtractor, S: fmt::Debug> fmt::Debug for RateLimit<Svc, K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("policies", &self.shared.policies)
+            .field("limiter", &self.shared.limiter)
             .finish_non_exhaustive()
     }
 }

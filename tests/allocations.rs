@@ -4,7 +4,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::IpAddr;
 
-use tower_ratelimit::store::{MemoryStore, Store};
+use tower_ratelimit::store::{Change, MemoryStore, Store};
 use tower_ratelimit::{
     key, Algorithm, Policies, Policy, Quota, RateLimitHeaders, RateLimitLayer, ResponseBody,
 };
@@ -48,22 +48,28 @@ fn deciding_for_a_known_key_allocates_nothing() {
     .into();
     let key: IpAddr = "192.0.2.1".parse().unwrap();
     assert!(store
-        .decide(&key, 1, &policy)
+        .apply(&key, Change::Charge(1), &policy)
         .into_inner()
         .unwrap()
         .is_allowed());
     let allocations = allocations_during(|| {
         for _ in 0..1000 {
             // Admissions, denials and zero-cost looks alike.
-            let _ = store.decide(&key, 1, &policy).into_inner().unwrap();
-            let _ = store.decide(&key, 0, &policy).into_inner().unwrap();
+            let _ = store
+                .apply(&key, Change::Charge(1), &policy)
+                .into_inner()
+                .unwrap();
+            let _ = store
+                .apply(&key, Change::Charge(0), &policy)
+                .into_inner()
+                .unwrap();
         }
     });
     assert_eq!(allocations, 0);
     // The counter works: new keys make the map grow.
     let grow = || {
         for n in 0..100u8 {
-            drop(store.decide(&IpAddr::from([198, 51, 100, n]), 1, &policy));
+            drop(store.apply(&IpAddr::from([198, 51, 100, n]), Change::Charge(1), &policy));
         }
     };
     assert!(allocations_during(grow) > 0);

@@ -19,10 +19,10 @@ use http_body_util::BodyExt;
 use tower::{Service, ServiceExt};
 use tower_ratelimit::clock::ManualClock;
 use tower_ratelimit::key::{self, ClientIp};
-use tower_ratelimit::store::{MemoryStore, Store, StoreError};
+use tower_ratelimit::store::{Change, MemoryStore, Store, StoreError, StoreErrorKind};
 use tower_ratelimit::{
-    weight, DecisionEvent, DecisionSource, Decisions, FailurePolicy, Policies, Quota,
-    RateLimitHeaders, RateLimitLayer,
+    weight, Algorithm, DecisionEvent, DecisionSource, Decisions, FailurePolicy, Policies, Policy,
+    Quota, RateLimitHeaders, RateLimitLayer,
 };
 
 const CLIENT: &str = "192.0.2.10:5000";
@@ -339,7 +339,10 @@ impl Future for YieldThenFail {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if std::mem::replace(&mut self.0, true) {
-            Poll::Ready(Err(StoreError::new("connection refused")))
+            Poll::Ready(Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "connection refused",
+            )))
         } else {
             cx.waker().wake_by_ref();
             Poll::Pending
@@ -350,7 +353,7 @@ impl Future for YieldThenFail {
 impl<K> Store<K> for FailingStore {
     type Future = YieldThenFail;
 
-    fn decide(&self, _: &K, _: u64, _: &Policies) -> YieldThenFail {
+    fn apply(&self, _: &K, _: Change, _: &Policies) -> YieldThenFail {
         YieldThenFail(false)
     }
 }
@@ -462,20 +465,27 @@ async fn the_decision_hook_sees_every_decision() {
 #[tokio::test]
 async fn per_route_quotas_compose_layers_over_one_store() {
     let store = MemoryStore::with_clock(ManualClock::new());
-    let limit = |quota| RateLimitLayer::new(key::PeerIp, store.clone(), quota);
+    // Layers on one store are told apart by their policies' names.
+    let limit = |name, quota| {
+        let policy = Policy::new(name, quota, Algorithm::TokenBucket).unwrap();
+        RateLimitLayer::with_policy(key::PeerIp, store.clone(), policy)
+    };
     let app = Router::new()
         .route(
             "/api/ping",
-            get(|| async { "pong" }).layer(limit(Quota::per_minute(3))),
+            get(|| async { "pong" }).layer(limit("ping", Quota::per_minute(3))),
         )
         .route(
             "/api/upload",
-            post(|| async { "stored" }).layer(limit(Quota::per_hour(1))),
+            post(|| async { "stored" }).layer(limit("upload", Quota::per_hour(1))),
         );
+    // Unnamed, two quotas would meet under "default": refused when built.
+    let _default = RateLimitLayer::new(key::PeerIp, store.clone(), Quota::per_minute(3));
+    assert!(RateLimitLayer::try_new(key::PeerIp, store.clone(), Quota::per_hour(1)).is_err());
     let upload = send(&app, request("POST", "/api/upload", CLIENT)).await;
     assert_eq!(
         header(&upload, "ratelimit-policy"),
-        r#""default";q=1;w=3600"#
+        r#""upload";q=1;w=3600"#
     );
     assert_eq!(
         send(&app, request("POST", "/api/upload", CLIENT))

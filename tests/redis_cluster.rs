@@ -20,7 +20,7 @@ use support::redis_tables;
 use tokio::time::MissedTickBehavior;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_ratelimit::key::KeyError;
-use tower_ratelimit::store::{RedisStore, Store};
+use tower_ratelimit::store::{Change, RedisStore, Store};
 use tower_ratelimit::{
     Algorithm, DecisionSource, FailurePolicy, Policies, Policy, Quota, RateLimitLayer, RequestHead,
     ResponseBody,
@@ -113,7 +113,9 @@ async fn admit(
             handles.push(tokio::spawn(async move {
                 let mut admitted = 0;
                 for _ in 0..rounds {
-                    let decision = store.decide(&format!("key{key}"), 1, &policy).await;
+                    let decision = store
+                        .apply(&format!("key{key}"), Change::Charge(1), &policy)
+                        .await;
                     admitted += usize::from(decision.expect("no error").is_allowed());
                 }
                 (key, admitted)
@@ -176,7 +178,9 @@ async fn several_policies_stay_atomic_on_every_master() {
     let stores = stores(&cluster, &prefix, 4).await;
     let scenario = multi::policies();
     for (step, (cost, ..)) in multi::STEPS.iter().enumerate() {
-        let decisions = stores[0].decide(&"scenario", *cost, &scenario).await;
+        let decisions = stores[0]
+            .apply(&"scenario", Change::Charge(*cost), &scenario)
+            .await;
         multi::check(step, &scenario, &decisions.unwrap()).unwrap();
     }
 
@@ -189,7 +193,9 @@ async fn several_policies_stay_atomic_on_every_master() {
     let admitted = admit(&stores, 64, 24, 3, &policies).await;
     assert_eq!(admitted, vec![20; 24]);
     for key in 0..24 {
-        let look = stores[0].decide(&format!("key{key}"), 0, &policies).await;
+        let look = stores[0]
+            .apply(&format!("key{key}"), Change::Charge(0), &policies)
+            .await;
         let look = look.unwrap();
         assert_eq!((look[0].remaining, look[1].remaining), (10, 0), "key{key}");
     }
@@ -270,7 +276,7 @@ async fn a_slot_migrated_mid_run_keeps_its_count() {
     let store = store(&cluster, &prefix).await;
     let policy = policy(Quota::per_hour(1).burst(10));
     let decide = || async {
-        let decision = store.decide(&"moving", 1, &policy).await;
+        let decision = store.apply(&"moving", Change::Charge(1), &policy).await;
         decision.expect("answered")[0].remaining
     };
     for expected in [9, 8, 7] {
@@ -328,7 +334,10 @@ async fn a_slot_migrated_mid_run_keeps_its_count() {
     for expected in [3, 2, 1, 0] {
         assert_eq!(decide().await, expected, "through MOVED");
     }
-    let decision = store.decide(&"moving", 1, &policy).await.unwrap();
+    let decision = store
+        .apply(&"moving", Change::Charge(1), &policy)
+        .await
+        .unwrap();
     assert!(!decision.is_allowed(), "exactly the burst: {decision:?}");
     assert_eq!(cluster.master_of(&key), target);
 }
@@ -381,7 +390,7 @@ async fn app_servers(
         let seen = Arc::clone(seen);
         let layer = RateLimitLayer::new(key, store, quota)
             .on_store_error(FailurePolicy::FallbackLocal)
-            .fallback_quota(share)
+            .fallback_policy(Policy::new("default", share, Algorithm::TokenBucket).unwrap())
             .on_decision(move |event| {
                 seen.lock().unwrap().push(Seen {
                     key: event.key[3..].parse().unwrap(),
@@ -527,7 +536,11 @@ async fn a_master_killed_mid_run_fails_over() {
         };
         let by_redis = allowed(DecisionSource::Store).count() as u64;
         let by_fallback = allowed(DecisionSource::Fallback).count() as u64;
-        let remaining = observer.decide(&name(key), 0, &policy).await.unwrap()[0].remaining;
+        let remaining = observer
+            .apply(&name(key), Change::Charge(0), &policy)
+            .await
+            .unwrap()[0]
+            .remaining;
         let lost = by_redis.saturating_sub(BURST - remaining);
         let window = killing - WINDOW;
         let recent = allowed(DecisionSource::Store)

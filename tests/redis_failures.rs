@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use support::redis_server::{unique_prefix, RedisServer};
 use support::slow_proxy::SlowProxy;
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_ratelimit::store::{RedisStore, Store};
+use tower_ratelimit::store::{Change, RedisStore, Store};
 use tower_ratelimit::{
     key, Algorithm, FailurePolicy, Policies, Policy, Quota, RateLimitLayer, ResponseBody,
 };
@@ -104,7 +104,7 @@ async fn outage(policy: FailurePolicy, during: &[StatusCode]) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let decision = store.decide(&(), 0, &policy_key).await;
+    let decision = store.apply(&(), Change::Charge(0), &policy_key).await;
     assert!(
         decision.is_ok_and(|d| d[0].remaining < 3),
         "decided on the restarted Redis"
@@ -176,9 +176,9 @@ async fn slow_redis_hits_the_deadline() {
         );
     }
     // Three failures in a row: the circuit is open and calls fail without a round trip.
-    let mut decision = store.decide(
+    let mut decision = store.apply(
         &(),
-        1,
+        Change::Charge(1),
         &Policy::new("default", QUOTA, Algorithm::TokenBucket)
             .unwrap()
             .into(),
@@ -228,7 +228,7 @@ async fn in_flight_cap_holds() {
     let mut pending = Vec::new();
     let mut refused = 0;
     for i in 0..32u64 {
-        let mut decision = store.decide(&i, 1, &policy);
+        let mut decision = store.apply(&i, Change::Charge(1), &policy);
         match std::pin::Pin::new(&mut decision).poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Err(_)) => refused += 1,
             Poll::Ready(Ok(decision)) => {
@@ -242,7 +242,11 @@ async fn in_flight_cap_holds() {
         assert!(decision.await.unwrap().is_allowed());
     }
     // Calls finished: room again.
-    assert!(store.decide(&99u64, 1, &policy).await.unwrap().is_allowed());
+    assert!(store
+        .apply(&99u64, Change::Charge(1), &policy)
+        .await
+        .unwrap()
+        .is_allowed());
 }
 
 /// A store built lazily while Redis is down: the app starts, its decisions fail within the

@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use redis::AsyncCommands;
 use support::redis_server::{unique_prefix, RedisServer};
 use tower::{Layer, ServiceExt};
-use tower_ratelimit::store::{RedisStore, Store};
+use tower_ratelimit::store::{Change, RedisStore, Store};
 use tower_ratelimit::{key, Algorithm, Policies, Policy, Quota, RateLimitLayer};
 
 async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
@@ -83,13 +83,21 @@ async fn ipv4_mapped_addresses_share_the_ipv4_bucket() {
         Policies::from(Policy::new("default", Quota::per_hour(2), Algorithm::TokenBucket).unwrap());
     let v4: IpAddr = "192.0.2.7".parse().unwrap();
     let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-    assert!(store.decide(&v4, 1, &policy).await.unwrap().is_allowed());
     assert!(store
-        .decide(&mapped, 1, &policy)
+        .apply(&v4, Change::Charge(1), &policy)
         .await
         .unwrap()
         .is_allowed());
-    assert!(!store.decide(&v4, 1, &policy).await.unwrap().is_allowed());
+    assert!(store
+        .apply(&mapped, Change::Charge(1), &policy)
+        .await
+        .unwrap()
+        .is_allowed());
+    assert!(!store
+        .apply(&v4, Change::Charge(1), &policy)
+        .await
+        .unwrap()
+        .is_allowed());
     let names = key_names(&server, &prefix).await;
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].contains("{192.0.2.7}"), "{names:?}");
@@ -105,7 +113,11 @@ async fn a_key_found_without_a_ttl_gets_one() {
     let client = redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     // A spent bucket, its TTL lost (say, a `PERSIST` by hand).
-    assert!(store.decide(&"k", 1, &policy).await.unwrap().is_allowed());
+    assert!(store
+        .apply(&"k", Change::Charge(1), &policy)
+        .await
+        .unwrap()
+        .is_allowed());
     let name = store.storage_key(&"k", &policy[0]);
     let _: bool = connection.persist(&name).await.unwrap();
     assert_eq!(connection.pttl::<_, i64>(&name).await.unwrap(), -1);
@@ -116,7 +128,11 @@ async fn a_key_found_without_a_ttl_gets_one() {
         .connect()
         .await
         .unwrap();
-    assert!(!denied.decide(&"k", 1, &policy).await.unwrap().is_allowed());
+    assert!(!denied
+        .apply(&"k", Change::Charge(1), &policy)
+        .await
+        .unwrap()
+        .is_allowed());
     let ttl: i64 = connection.pttl(&name).await.unwrap();
     assert!((3_500_000..=3_600_000).contains(&ttl), "{ttl}");
 }
@@ -137,11 +153,19 @@ async fn window_keys_found_without_a_ttl_get_one() {
         (Algorithm::SlidingWindow, 7_200_000),
     ] {
         let policy = Policies::from(Policy::new("default", Quota::per_hour(1), algorithm).unwrap());
-        assert!(store.decide(&"k", 1, &policy).await.unwrap().is_allowed());
+        assert!(store
+            .apply(&"k", Change::Charge(1), &policy)
+            .await
+            .unwrap()
+            .is_allowed());
         let name = store.storage_key(&"k", &policy[0]);
         let _: bool = connection.persist(&name).await.unwrap();
         // A denial writes nothing, but gives the key back a TTL within its windows.
-        assert!(!store.decide(&"k", 1, &policy).await.unwrap().is_allowed());
+        assert!(!store
+            .apply(&"k", Change::Charge(1), &policy)
+            .await
+            .unwrap()
+            .is_allowed());
         let ttl: i64 = connection.pttl(&name).await.unwrap();
         assert!((1..=most).contains(&ttl), "{algorithm:?}: {ttl}");
     }

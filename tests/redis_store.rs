@@ -12,7 +12,7 @@ use redis::aio::MultiplexedConnection;
 use support::multi;
 use support::redis_server::{unique_prefix, RedisServer};
 use support::redis_tables::{self as tables, redis_time};
-use tower_ratelimit::store::{RedisStore, Store};
+use tower_ratelimit::store::{Change, RedisStore, Store};
 use tower_ratelimit::{Algorithm, Decisions, Outcome, Policies, Policy, Quota};
 
 /// Generous: these tests are about counting, not latency, and share a loaded machine.
@@ -115,10 +115,16 @@ async fn keys_live_exactly_until_their_tat() {
 
     let refilling = policy(Quota::per_minute(6).burst(5));
     let key = store.storage_key(&"k", &refilling[0]);
-    store.decide(&"k", 0, &refilling).await.unwrap();
+    store
+        .apply(&"k", Change::Charge(0), &refilling)
+        .await
+        .unwrap();
     assert_eq!(pttl(key.clone()).await, -2, "a look writes nothing");
     let before = redis_time(&mut connection).await;
-    store.decide(&"k", 2, &refilling).await.unwrap();
+    store
+        .apply(&"k", Change::Charge(2), &refilling)
+        .await
+        .unwrap();
     let ttl = pttl(key.clone()).await;
     let elapsed = (redis_time(&mut connection).await - before) / 1000 + 1;
     // TAT = now + 2 × 10 s.
@@ -126,7 +132,10 @@ async fn keys_live_exactly_until_their_tat() {
         ttl <= 20_000 && ttl >= 20_000 - elapsed as i64,
         "ttl {ttl} ms"
     );
-    let decision = store.decide(&"k", 5, &refilling).await.unwrap();
+    let decision = store
+        .apply(&"k", Change::Charge(5), &refilling)
+        .await
+        .unwrap();
     assert!(!decision.is_allowed());
     assert!(
         pttl(key.clone()).await <= ttl,
@@ -134,7 +143,7 @@ async fn keys_live_exactly_until_their_tat() {
     );
 
     let fixed = policy(Quota::fixed(3));
-    store.decide(&"k", 1, &fixed).await.unwrap();
+    store.apply(&"k", Change::Charge(1), &fixed).await.unwrap();
     assert_eq!(pttl(store.storage_key(&"k", &fixed[0])).await, -1);
 }
 
@@ -152,7 +161,7 @@ async fn admit_concurrently(
             let cost = cost_of(s * tasks + t);
             handles.push(tokio::spawn(async move {
                 let decision = store
-                    .decide(&"shared", cost, &policy)
+                    .apply(&"shared", Change::Charge(cost), &policy)
                     .await
                     .expect("no store error");
                 (cost, decision.is_allowed())
@@ -194,7 +203,10 @@ async fn several_policies_charge_all_or_nothing() {
     let store = store(&server, &prefix).await;
     let policies = multi::policies();
     for (step, (cost, ..)) in multi::STEPS.iter().enumerate() {
-        let decisions = store.decide(&"key", *cost, &policies).await.unwrap();
+        let decisions = store
+            .apply(&"key", Change::Charge(*cost), &policies)
+            .await
+            .unwrap();
         multi::check(step, &policies, &decisions).unwrap();
     }
     let mut connection = connection(&server).await;
@@ -229,7 +241,10 @@ async fn several_policies_stay_atomic_across_stores() {
     let results = admit_concurrently(&stores, 64, &policies, |_| 1).await;
     let admitted = results.iter().filter(|(_, allowed)| *allowed).count();
     assert_eq!(admitted, 60);
-    let look = stores[0].decide(&"shared", 0, &policies).await.unwrap();
+    let look = stores[0]
+        .apply(&"shared", Change::Charge(0), &policies)
+        .await
+        .unwrap();
     assert_eq!((look[0].remaining, look[1].remaining), (40, 0));
 }
 
@@ -247,7 +262,11 @@ async fn weighted_requests_share_one_limit_exactly() {
         .map(|(cost, _)| cost)
         .sum();
     assert!(spent <= 300, "over-admitted: {spent}");
-    let left = stores[0].decide(&"shared", 0, &policy).await.unwrap()[0].remaining;
+    let left = stores[0]
+        .apply(&"shared", Change::Charge(0), &policy)
+        .await
+        .unwrap()[0]
+        .remaining;
     assert_eq!(left, 300 - spent, "every admission charged once");
     // Without refill, quota only shrinks: a denied request that fits what is left now
     // would have fitted when it was denied.
@@ -281,7 +300,7 @@ async fn decisions_follow_redis_time() {
         .await
         .unwrap();
     let before = redis_time(&mut connection).await;
-    let decision = store.decide(&"k", 1, &policy).await.unwrap();
+    let decision = store.apply(&"k", Change::Charge(1), &policy).await.unwrap();
     let after = redis_time(&mut connection).await;
     // retry = TAT + 1 s − 1 s − now, with `now` Redis's time during the call.
     let retry = decision_retry(&decision);
@@ -325,7 +344,11 @@ async fn script_flush_mid_run_is_invisible() {
     flusher.await.unwrap();
     assert_eq!(admitted, 400);
     assert_eq!(
-        stores[0].decide(&"shared", 0, &policy).await.unwrap()[0].remaining,
+        stores[0]
+            .apply(&"shared", Change::Charge(0), &policy)
+            .await
+            .unwrap()[0]
+            .remaining,
         0
     );
 }
@@ -351,12 +374,20 @@ async fn hostile_keys_are_safe() {
         assert_eq!(name.iter().filter(|&&b| b == b'{').count(), 1);
         assert_eq!(name.iter().filter(|&&b| b == b'}').count(), 1);
         assert!(
-            store.decide(key, 1, &policy).await.unwrap().is_allowed(),
+            store
+                .apply(key, Change::Charge(1), &policy)
+                .await
+                .unwrap()
+                .is_allowed(),
             "own bucket"
         );
     }
     for key in &keys {
-        assert!(!store.decide(key, 1, &policy).await.unwrap().is_allowed());
+        assert!(!store
+            .apply(key, Change::Charge(1), &policy)
+            .await
+            .unwrap()
+            .is_allowed());
     }
 }
 
@@ -396,7 +427,7 @@ async fn deny_cache_never_denies_what_redis_would_allow() {
         tokio::time::sleep(Duration::from_micros(next(15_000))).await;
         let cost = 1 + next(6);
         let started = std::time::Instant::now();
-        let mut decision = cached.decide(&"k", cost, &policy);
+        let mut decision = cached.apply(&"k", Change::Charge(cost), &policy);
         let Some(answer) = answered_locally(&mut decision) else {
             decision.await.unwrap();
             continue;
@@ -407,7 +438,10 @@ async fn deny_cache_never_denies_what_redis_would_allow() {
         }
         local += 1;
         let retry = decision_retry(&answer);
-        let redis = uncached.decide(&"k", cost, &policy).await.unwrap();
+        let redis = uncached
+            .apply(&"k", Change::Charge(cost), &policy)
+            .await
+            .unwrap();
         if redis.is_allowed() {
             // Only if the cached bound had passed by the time Redis decided.
             assert!(
@@ -451,7 +485,10 @@ async fn shaper_hands_out_distinct_slots_at_the_rate() {
         let mut connection = connection.clone();
         handles.push(tokio::spawn(async move {
             let before = redis_time(&mut connection).await;
-            let decision = store.decide(&"shared", 1, &policy).await.unwrap();
+            let decision = store
+                .apply(&"shared", Change::Charge(1), &policy)
+                .await
+                .unwrap();
             let after = redis_time(&mut connection).await;
             (before, decision[0].outcome, after)
         }));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use support::cases::{parse, Case};
 use support::multi;
 use tower_ratelimit::clock::ManualClock;
-use tower_ratelimit::store::{MemoryStore, Store};
+use tower_ratelimit::store::{Change, MemoryStore, Store};
 use tower_ratelimit::{Algorithm, Policies, Policy};
 
 fn run(case: &Case, algorithm: Algorithm) -> Result<(), String> {
@@ -21,12 +21,12 @@ fn run(case: &Case, algorithm: Algorithm) -> Result<(), String> {
         clock.advance(step.at - elapsed);
         elapsed = step.at;
         let decision = store
-            .decide(&"key", step.cost, &policy)
+            .apply(&"key", step.change, &policy)
             .into_inner()
             .map_err(|e| e.to_string())?;
         step.expected
             .check(&decision[0])
-            .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
+            .map_err(|e| format!("step {} (at {:?}, {:?}): {e}", i + 1, step.at, step.change))?;
     }
     Ok(())
 }
@@ -90,7 +90,10 @@ fn several_policies_charge_all_or_nothing() {
     let store = MemoryStore::with_clock(ManualClock::new());
     let policies = multi::policies();
     for (step, (cost, ..)) in multi::STEPS.iter().enumerate() {
-        let decisions = store.decide(&"key", *cost, &policies).into_inner().unwrap();
+        let decisions = store
+            .apply(&"key", Change::Charge(*cost), &policies)
+            .into_inner()
+            .unwrap();
         multi::check(step, &policies, &decisions).unwrap();
     }
 }

@@ -48,6 +48,27 @@ pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decisio
     (decision(Outcome::Allowed, burst - count), changed)
 }
 
+/// Gives back up to `units` spent in the current window.
+pub(super) fn refund(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
+    let (period, _, slots) = params(quota);
+    if state / slots < now / period {
+        return state;
+    }
+    state - (state % slots).min(units)
+}
+
+/// Spends `units` of the current window, up to its burst.
+pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
+    let (period, burst, slots) = params(quota);
+    let window = (now / period).max(state / slots);
+    let count = if state / slots == window {
+        state % slots
+    } else {
+        0
+    };
+    window * slots + count.saturating_add(units).min(burst)
+}
+
 pub(super) fn is_idle(state: u64, now: u64, quota: &Quota) -> bool {
     let (period, _, slots) = params(quota);
     state / slots < now / period

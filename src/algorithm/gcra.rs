@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::store::MAX_BLOCK;
 use crate::{Decision, Outcome, Quota};
 
 pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decision, Option<u64>) {
@@ -93,6 +94,32 @@ pub(super) fn shape(
         ..decision
     };
     (decision, Some(tat))
+}
+
+/// Gives back up to `units`: the TAT moves back, never before `now` (a full bucket). A
+/// fixed quota's spent count goes down.
+pub(super) fn refund(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
+    match quota.interval_nanos() {
+        None => state.saturating_sub(units),
+        Some(_) if state <= now => state,
+        Some(interval) => state
+            .saturating_sub(units.saturating_mul(interval))
+            .max(now),
+    }
+}
+
+/// Charges `units` whatever is left: the TAT moves on, into debt, by at most
+/// [`MAX_BLOCK`] past a full refill. A fixed quota's spent count goes up to its total.
+pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
+    let burst = quota.burst_size();
+    let Some(interval) = quota.interval_nanos() else {
+        return state.saturating_add(units).min(burst);
+    };
+    let latest = now + interval * burst + MAX_BLOCK.as_nanos() as u64;
+    state
+        .max(now)
+        .saturating_add(units.saturating_mul(interval))
+        .min(latest)
 }
 
 pub(super) fn is_idle(state: u64, now: u64, quota: &Quota) -> bool {

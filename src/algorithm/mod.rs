@@ -11,7 +11,8 @@ mod sliding_window;
 
 use std::time::Duration;
 
-use crate::{Decision, Decisions, Policy, Quota, QuotaError};
+use crate::store::Change;
+use crate::{Decision, Decisions, Outcome, Policy, Quota, QuotaError};
 
 /// How quota is spent and refilled.
 ///
@@ -73,6 +74,31 @@ impl Algorithm {
         }
     }
 
+    /// The state after giving back up to `units` at `now`: never above a full bucket, and
+    /// for the windows only within the current window.
+    pub(crate) fn refund(self, state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
+        match self {
+            Self::TokenBucket | Self::LeakyBucket | Self::LeakyBucketShaper { .. } => {
+                gcra::refund(state, now, units, quota)
+            }
+            Self::FixedWindow => fixed_window::refund(state, now, units, quota),
+            Self::SlidingWindow => sliding_window::refund(state, now, units, quota),
+        }
+    }
+
+    /// The state after charging `units` at `now` whatever is left: a bucket goes into
+    /// debt (by at most [`MAX_BLOCK`](crate::store::MAX_BLOCK) past a full refill), a
+    /// window fills up to its burst.
+    pub(crate) fn penalize(self, state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
+        match self {
+            Self::TokenBucket | Self::LeakyBucket | Self::LeakyBucketShaper { .. } => {
+                gcra::penalize(state, now, units, quota)
+            }
+            Self::FixedWindow => fixed_window::penalize(state, now, units, quota),
+            Self::SlidingWindow => sliding_window::penalize(state, now, units, quota),
+        }
+    }
+
     /// Whether `state` says no more than [`EMPTY`] would at `now`, so it can be forgotten
     /// without changing any later decision.
     pub(crate) fn is_idle(self, state: u64, now: u64, quota: &Quota) -> bool {
@@ -116,16 +142,29 @@ impl Algorithm {
     }
 }
 
-/// Decides a request under every policy of a set, each with its state word in `states`:
-/// the request passes only if all let it through, and only then is it charged under each.
-/// A request one policy refuses is reported under the others as they stand, uncharged.
-/// Returns whether any state changed.
-pub(crate) fn decide_all(
+/// Applies `change` under every policy of a set, each with its state word in `states`. A
+/// charge passes only if all policies let it through, and only then is it charged under
+/// each; a request one policy refuses is reported under the others as they stand,
+/// uncharged. The other changes apply to every policy and report the state after them.
+/// Returns whether any state changed. [`Change::Block`] is the store's: it changes no
+/// state word here.
+pub(crate) fn apply_all(
     policies: &[Policy],
     states: &mut [u64],
     now: u64,
-    cost: u64,
+    change: Change,
 ) -> (Decisions, bool) {
+    let cost = match change {
+        Change::Charge(cost) => cost,
+        _ => return (adjust_all(policies, states, now, change), true),
+    };
+    if let ([policy], [state]) = (policies, &mut *states) {
+        let (decision, next) = policy.algorithm().decide(*state, now, cost, policy.quota());
+        if let Some(next) = next {
+            *state = next;
+        }
+        return (decision.into(), next.is_some());
+    }
     let decide = |policy: &Policy, state: u64, cost: u64| {
         policy.algorithm().decide(state, now, cost, policy.quota())
     };
@@ -148,6 +187,40 @@ pub(crate) fn decide_all(
     }
     let decisions = decided.into_iter().map(|(decision, _)| decision).collect();
     (Decisions::new(decisions), charged)
+}
+
+/// Applies a change other than a charge to every policy's state, and looks at the result.
+fn adjust_all(policies: &[Policy], states: &mut [u64], now: u64, change: Change) -> Decisions {
+    let looks = policies.iter().zip(states).map(|(policy, state)| {
+        let (algorithm, quota) = (policy.algorithm(), policy.quota());
+        *state = match change {
+            Change::Reset => EMPTY,
+            Change::Refund(units) => algorithm.refund(*state, now, units, quota),
+            Change::Penalize(units) => algorithm.penalize(*state, now, units, quota),
+            Change::Charge(_) | Change::Block(_) => *state,
+        };
+        algorithm.decide(*state, now, 0, quota).0
+    });
+    match policies.len() {
+        1 => looks.last().expect("one policy").into(),
+        _ => Decisions::new(looks.collect()),
+    }
+}
+
+/// The answer for a key blocked for `wait` more: denied under every policy.
+pub(crate) fn blocked(policies: &[Policy], wait: Duration) -> Decisions {
+    let denial = |policy: &Policy| Decision {
+        outcome: Outcome::Denied {
+            retry_after: Some(wait),
+        },
+        limit: policy.quota().burst_size(),
+        remaining: 0,
+        reset: Some(wait),
+    };
+    match policies {
+        [one] => denial(one).into(),
+        all => Decisions::new(all.iter().map(denial).collect()),
+    }
 }
 
 #[cfg(test)]
@@ -265,7 +338,7 @@ mod tests {
             let mut passed = Vec::new();
             for &(gap, cost) in &arrivals {
                 now += gap;
-                let (decisions, _) = decide_all(&policies, &mut states, now, cost);
+                let (decisions, _) = apply_all(&policies, &mut states, now, Change::Charge(cost));
                 let alone = policies.iter().all(|p| {
                     // The policy alone, fed only what the set admitted: it admitted each.
                     let state = passed.iter().fold(EMPTY, |state, &(at, cost)| {

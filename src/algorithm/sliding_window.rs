@@ -112,6 +112,27 @@ pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decisio
     (decision, changed)
 }
 
+/// Gives back up to `units` spent in the current window.
+pub(super) fn refund(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
+    let (period, _, n) = slots(quota);
+    if state / (n * n) < now / period {
+        return state;
+    }
+    state - (state % n).min(units)
+}
+
+/// Spends `units` of the current window, up to its burst.
+pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
+    let (period, burst, n) = slots(quota);
+    let (index, stored) = (now / period, state / (n * n));
+    let (index, prev, curr) = match index.checked_sub(stored) {
+        None | Some(0) => (stored, state / n % n, state % n),
+        Some(1) => (index, state % n, 0),
+        Some(_) => (index, 0, 0),
+    };
+    (index * n + prev) * n + curr.saturating_add(units).min(burst)
+}
+
 pub(super) fn is_idle(state: u64, now: u64, quota: &Quota) -> bool {
     let (period, _, n) = slots(quota);
     state / (n * n) + 1 < now / period

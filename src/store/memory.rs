@@ -1,7 +1,8 @@
-//! [`MemoryStore`]: rate-limit state in this process, one atomic word per key.
+//! [`MemoryStore`]: rate-limit state in this process, one atomic word per key and policy.
 
+use std::collections::HashMap;
 use std::future::{ready, Ready};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -9,24 +10,27 @@ use std::time::Duration;
 use dashmap::{mapref::entry::Entry, DashMap};
 use foldhash::fast::RandomState;
 
-use super::{Store, StoreError};
-use crate::algorithm::{decide_all, EMPTY};
+use super::{Change, Store, StoreError, StoreErrorKind};
+use crate::algorithm::{apply_all, blocked, EMPTY};
 use crate::clock::{Clock, MonotonicClock};
-use crate::{Decision, Decisions, Outcome, Policies, Policy};
+use crate::{Decisions, Policies, Policy};
 
 /// Keys tracked before the first sweep for idle keys.
 const FIRST_SWEEP_AT: usize = 1024;
-/// At the key cap, the least time between two sweeps.
-const CAP_SWEEP_GAP: Duration = Duration::from_secs(1);
+/// Locks for keys decided under several policies at once.
+const LOCKS: usize = 64;
+/// Entries read to pick which to drop when the store is full.
+const SAMPLE: usize = 1024;
 
-/// An in-process store: a concurrent map from key to one packed `u64` of state, updated
-/// with a compare-and-swap loop. Deciding for a known key takes no lock on the key and
+/// An in-process store: a concurrent map from key and policy to one packed `u64` of state,
+/// updated with a compare-and-swap loop. Deciding for a known key takes no lock and
 /// allocates nothing; clones share the same state.
 ///
-/// Under several [`Policies`] a key holds one word per policy, checked and charged
-/// together under a short per-key lock, so a request one policy refuses spends nothing
-/// under the others. Such a key's state is its own: apart from the same policies used
-/// alone or in another set.
+/// Policies that are decided together (a set, such as a burst limit and a daily
+/// allowance) are checked and charged together under a short lock on the key, so a
+/// request one policy refuses spends nothing under the others; each keeps its own word,
+/// shared with the same policy used alone, as every store does (see [the state
+/// identity](super#state-identity)).
 ///
 /// # Memory is bounded
 ///
@@ -34,53 +38,77 @@ const CAP_SWEEP_GAP: Duration = Duration::from_secs(1);
 ///   dropped key decides exactly as if it were still there. Sweeps run on the inserting
 ///   request when the key count doubles, so their cost is amortised; there is no background
 ///   task.
-/// * At most [`max_keys`](MemoryStore::max_keys) keys are tracked (default 1 048 576). When
-///   the map is full of keys that are still limited, a **new** key is denied (`429`, retry
-///   after one second) until a sweep frees room; a sweep at the cap runs at most once per
-///   second. Known keys are unaffected. A flood of fresh keys therefore cannot grow memory
-///   nor buy extra quota; it can only delay the first request of keys never seen before.
+/// * At most [`max_keys`](MemoryStore::max_keys) states are kept (default 1 048 576). A
+///   full store never refuses a newcomer: it first drops idle states, then, if it is
+///   still more than 7/8 full, drops the eighth of its states that say least: those
+///   closest to a full bucket (their deficit is the smallest, judged on a sample of 1024).
+///   **Bound**: a dropped state's owner can gain at most its deficit `D` (what it had
+///   spent and not yet got back), and no dropped deficit exceeds the eighth-smallest in
+///   the sample. Under a flood of fresh keys (deficit 1 each) that is one extra request
+///   per dropped key. A [fixed](crate::Quota::fixed) quota never refills, so its spent
+///   count is never idle: it is dropped like any other state when the store is full, and
+///   its owner then gets the count back.
 ///
 /// ```
-/// use tower_ratelimit::{store::{MemoryStore, Store}, Algorithm, Policy, Quota};
+/// use tower_ratelimit::{store::MemoryStore, Limiter, Quota};
 ///
-/// let store = MemoryStore::<&str>::new();
-/// let policy = Policy::new("default", Quota::per_second(1).burst(2), Algorithm::TokenBucket)?;
-/// let policy = policy.into();
-/// let decide = |key| store.decide(&key, 1, &policy).into_inner().unwrap();
-/// assert!(decide("alice").is_allowed());
-/// assert!(decide("alice").is_allowed());
-/// assert!(!decide("alice").is_allowed());
-/// assert!(decide("bob").is_allowed());
-/// # Ok::<(), tower_ratelimit::QuotaError>(())
+/// let limiter = Limiter::new(MemoryStore::new(), Quota::per_second(1).burst(2));
+/// assert!(limiter.check_now(&"alice").is_allowed());
+/// assert!(limiter.check_now(&"alice").is_allowed());
+/// assert!(!limiter.check_now(&"alice").is_allowed());
+/// assert!(limiter.check_now(&"bob").is_allowed());
 /// ```
 pub struct MemoryStore<K, C = MonotonicClock> {
     shared: Arc<Shared<K, C>>,
 }
 
 struct Shared<K, C> {
-    /// Keys under one policy. foldhash with a random seed per map: keys are chosen by
-    /// clients, so not a fixed hash, and SipHash would cost more than the rest of a
-    /// decision.
+    /// foldhash with a random seed per map: keys are chosen by clients, so not a fixed
+    /// hash, and SipHash would cost more than the rest of a decision.
     states: DashMap<Slot<K>, AtomicU64, RandomState>,
-    /// Keys under several policies, one state word each, decided together under a lock.
-    sets: DashMap<Slot<K>, Mutex<Box<[u64]>>, RandomState>,
-    /// The policies that have state here, so a sweep knows how to read each state word.
-    policies: RwLock<Vec<Policies>>,
+    /// Blocked keys under a policy, until when (clock nanoseconds).
+    blocks: DashMap<Slot<K>, u64, RandomState>,
+    /// `blocks.len()`, read without touching the map.
+    blocked: AtomicUsize,
+    /// The policies with state here, so sweeps can read each state word.
+    registry: RwLock<Registry>,
+    /// Whether any policy is decided in a set (then its words are only changed under a
+    /// key lock).
+    any_grouped: AtomicBool,
+    locks: [Mutex<()>; LOCKS],
     clock: C,
     max_keys: AtomicUsize,
     len: AtomicUsize,
     sweep_at: AtomicUsize,
     sweeping: AtomicBool,
-    next_cap_sweep: AtomicU64,
 }
 
-/// One key under its policies: state under another quota or algorithm is never shared.
+/// One key under one policy.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Slot<K> {
-    /// The low 32 bits of the policies' fingerprint: with the key, an entry fits in 32
+    /// The low 32 bits of the policy's fingerprint: with the key, an entry fits in 32
     /// bytes for `IpAddr` keys. Two policies on one store collide with probability 2^-32.
     policy: u32,
     key: K,
+}
+
+#[derive(Default)]
+struct Registry {
+    policies: HashMap<u32, Policy>,
+    /// Policies decided in a set somewhere.
+    grouped: HashMap<u32, ()>,
+}
+
+fn tag(policy: &Policy) -> u32 {
+    policy.fingerprint() as u32
+}
+
+/// `key` under each of `policies`.
+fn slots<'a, K: Clone>(key: &'a K, policies: &'a Policies) -> impl Iterator<Item = Slot<K>> + 'a {
+    policies.iter().map(|policy| Slot {
+        policy: tag(policy),
+        key: key.clone(),
+    })
 }
 
 impl<K: Hash + Eq> MemoryStore<K> {
@@ -103,21 +131,23 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
         Self {
             shared: Arc::new(Shared {
                 states: DashMap::default(),
-                sets: DashMap::default(),
-                policies: RwLock::new(Vec::new()),
+                blocks: DashMap::default(),
+                blocked: AtomicUsize::new(0),
+                registry: RwLock::default(),
+                any_grouped: AtomicBool::new(false),
+                locks: [const { Mutex::new(()) }; LOCKS],
                 clock,
                 max_keys: AtomicUsize::new(1 << 20),
                 len: AtomicUsize::new(0),
                 sweep_at: AtomicUsize::new(FIRST_SWEEP_AT),
                 sweeping: AtomicBool::new(false),
-                next_cap_sweep: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Caps the number of keys tracked at once (at least 1). Applies to all clones.
+    /// Caps the number of states kept at once (at least 8). Applies to all clones.
     pub fn max_keys(self, max_keys: usize) -> Self {
-        let max_keys = max_keys.max(1);
+        let max_keys = max_keys.max(8);
         self.shared.max_keys.store(max_keys, Relaxed);
         self.shared
             .sweep_at
@@ -125,196 +155,300 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
         self
     }
 
-    /// The number of keys currently tracked.
+    /// The number of states (keys under a policy) currently kept.
     pub fn len(&self) -> usize {
         self.shared.len.load(Relaxed)
     }
 
-    /// Whether no key is tracked.
+    /// Whether no state is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
-    pub(crate) fn decide_now(&self, key: &K, cost: u64, policies: &Policies) -> Decisions {
+    /// Applies `change` now; what [`Store::apply`] answers, without a future.
+    pub(crate) fn apply_now(&self, key: &K, change: Change, policies: &Policies) -> Decisions {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
-        let slot = Slot {
-            policy: policies.fingerprint() as u32,
-            key: key.clone(),
+        let block = match change {
+            Change::Block(duration) => Some(self.block(key, policies, now, duration)),
+            Change::Reset => {
+                self.unblock(key, policies);
+                None
+            }
+            _ => self.blocked_until(key, policies, now),
         };
+        if let Some(until) = block {
+            let wait = Duration::from_nanos(until - now);
+            if !matches!(change, Change::Charge(_) | Change::Block(_)) {
+                self.apply_unblocked(key, change, policies, now);
+            }
+            return blocked(policies, wait);
+        }
+        self.apply_unblocked(key, change, policies, now)
+    }
+
+    fn apply_unblocked(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
         match &**policies {
-            [policy] => self.decide_in(
-                &shared.states,
-                slot,
-                now,
-                policies,
-                |state| update(state, now, cost, policy).into(),
-                || {
-                    let quota = policy.quota();
-                    let (decision, state) = policy.algorithm().decide(EMPTY, now, cost, quota);
-                    (decision.into(), state.map(AtomicU64::new))
-                },
-            ),
-            _ => self.decide_in(
-                &shared.sets,
-                slot,
-                now,
-                policies,
-                |states| {
-                    let mut states = states.lock().unwrap_or_else(|e| e.into_inner());
-                    decide_all(policies, &mut states, now, cost).0
-                },
-                || {
-                    let mut states = vec![EMPTY; policies.len()];
-                    let (decisions, charged) = decide_all(policies, &mut states, now, cost);
-                    (decisions, charged.then(|| Mutex::new(states.into())))
-                },
-            ),
+            [policy] if !self.is_grouped(policy) => self.apply_one(key, change, policy, now),
+            _ => self.apply_locked(key, change, policies, now),
         }
     }
 
-    /// Decides in `map` with `update` on the slot's state or, for a new key, with `fresh`,
-    /// whose state is kept only if the decision made one and the store has room.
-    fn decide_in<S>(
-        &self,
-        map: &DashMap<Slot<K>, S, RandomState>,
-        slot: Slot<K>,
-        now: u64,
-        policies: &Policies,
-        update: impl Fn(&S) -> Decisions,
-        fresh: impl FnOnce() -> (Decisions, Option<S>),
-    ) -> Decisions {
-        if let Some(state) = map.get(&slot) {
-            return update(&state);
-        }
-        let (decisions, state) = fresh();
-        let Some(state) = state else {
-            // Nothing to remember: a denial or a zero-cost look.
-            return decisions;
+    fn is_grouped(&self, policy: &Policy) -> bool {
+        let shared = &*self.shared;
+        shared.any_grouped.load(Relaxed)
+            && shared
+                .registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .grouped
+                .contains_key(&tag(policy))
+    }
+
+    /// One policy: a compare-and-swap loop on its word, or a new word.
+    fn apply_one(&self, key: &K, change: Change, policy: &Policy, now: u64) -> Decisions {
+        let shared = &*self.shared;
+        let policies = std::slice::from_ref(policy);
+        let slot = Slot {
+            policy: tag(policy),
+            key: key.clone(),
         };
-        if !self.make_room(now, policies) {
-            let next_sweep = self.shared.next_cap_sweep.load(Relaxed);
-            return at_capacity(now, next_sweep, policies);
+        let cas = |word: &AtomicU64| {
+            let mut current = word.load(Relaxed);
+            loop {
+                let mut next = [current];
+                let (decisions, changed) = apply_all(policies, &mut next, now, change);
+                if !changed {
+                    return decisions;
+                }
+                match word.compare_exchange_weak(current, next[0], Relaxed, Relaxed) {
+                    Ok(_) => return decisions,
+                    Err(actual) => current = actual,
+                }
+            }
+        };
+        if change == Change::Reset {
+            if shared.states.remove(&slot).is_some() {
+                shared.len.fetch_sub(1, Relaxed);
+            }
+            return apply_all(policies, &mut [EMPTY], now, change).0;
         }
-        match map.entry(slot) {
-            Entry::Occupied(entry) => update(entry.get()),
+        if let Some(word) = shared.states.get(&slot) {
+            return cas(&word);
+        }
+        let mut fresh = [EMPTY];
+        let (decisions, changed) = apply_all(policies, &mut fresh, now, change);
+        if !changed || fresh[0] == EMPTY {
+            // Nothing to remember: a denial, a look, or a change to an unknown key.
+            return decisions;
+        }
+        self.make_room(now, std::slice::from_ref(policy));
+        match shared.states.entry(slot) {
+            Entry::Occupied(entry) => cas(entry.get()),
             Entry::Vacant(entry) => {
-                entry.insert(state);
-                self.shared.len.fetch_add(1, Relaxed);
+                entry.insert(AtomicU64::new(fresh[0]));
+                shared.len.fetch_add(1, Relaxed);
                 decisions
             }
         }
     }
 
-    /// Registers `policies` and sweeps idle keys when due. Returns whether a new key fits.
-    fn make_room(&self, now: u64, policies: &Policies) -> bool {
+    /// Several policies (or one also decided in a set): every word read, decided and
+    /// written under the key's lock.
+    fn apply_locked(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
         let shared = &*self.shared;
-        let known = |registered: &[Policies]| {
-            registered
-                .iter()
-                .any(|p| p.fingerprint() == policies.fingerprint())
-        };
-        if !known(&shared.policies.read().unwrap_or_else(|e| e.into_inner())) {
-            let mut registered = shared.policies.write().unwrap_or_else(|e| e.into_inner());
-            if !known(&registered) {
-                registered.push(policies.clone());
+        self.group(policies);
+        let slots: Vec<Slot<K>> = slots(key, policies).collect();
+        let lock = shared.states.hasher().hash_one(key) as usize % LOCKS;
+        let _guard = shared.locks[lock].lock().unwrap_or_else(|e| e.into_inner());
+        let read = |slot| shared.states.get(slot).map(|word| word.load(Relaxed));
+        let before: Vec<Option<u64>> = slots.iter().map(read).collect();
+        let mut words: Vec<u64> = before.iter().map(|word| word.unwrap_or(EMPTY)).collect();
+        let (decisions, changed) = apply_all(policies, &mut words, now, change);
+        if !changed {
+            return decisions;
+        }
+        for ((slot, before), word) in slots.into_iter().zip(before).zip(words) {
+            match before {
+                Some(before) if before == word => {}
+                Some(_) if word == EMPTY => {
+                    shared.states.remove(&slot);
+                    shared.len.fetch_sub(1, Relaxed);
+                }
+                Some(_) => {
+                    if let Some(entry) = shared.states.get(&slot) {
+                        entry.store(word, Relaxed);
+                    }
+                }
+                None if word == EMPTY => {}
+                None => {
+                    self.make_room(now, policies);
+                    shared.states.insert(slot, AtomicU64::new(word));
+                    shared.len.fetch_add(1, Relaxed);
+                }
             }
         }
-        let max_keys = shared.max_keys.load(Relaxed);
-        if shared.len.load(Relaxed) < shared.sweep_at.load(Relaxed) {
-            return true;
-        }
-        let at_cap = shared.len.load(Relaxed) >= max_keys;
-        let sweep_due = !at_cap || now >= shared.next_cap_sweep.load(Relaxed);
-        if sweep_due && !shared.sweeping.swap(true, Relaxed) {
-            self.sweep(now);
-            let len = shared.len.load(Relaxed);
-            let next = len.saturating_mul(2).max(FIRST_SWEEP_AT).min(max_keys);
-            shared.sweep_at.store(next, Relaxed);
-            if len >= max_keys {
-                shared
-                    .next_cap_sweep
-                    .store(now + CAP_SWEEP_GAP.as_nanos() as u64, Relaxed);
-                tracing::warn!(
-                    max_keys,
-                    "rate-limit store is full of limited keys; new keys are denied for now"
-                );
-            }
-            shared.sweeping.store(false, Relaxed);
-        }
-        shared.len.load(Relaxed) < max_keys
+        decisions
     }
 
-    /// Drops every key whose state is idle at `now` under all its policies. Each shard is
-    /// write-locked while it is swept, so no update can slip in between the check and the
-    /// removal.
-    fn sweep(&self, now: u64) {
+    /// Marks the policies of a set as decided under key locks from now on.
+    fn group(&self, policies: &Policies) {
         let shared = &*self.shared;
-        let registered = shared
-            .policies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let idle = |slot: &Slot<K>, states: &[u64]| {
-            registered.iter().any(|policies| {
-                policies.fingerprint() as u32 == slot.policy
-                    && policies.len() == states.len()
-                    && policies
-                        .iter()
-                        .zip(states)
-                        .all(|(p, &state)| p.algorithm().is_idle(state, now, p.quota()))
-            })
+        if policies.len() == 1 {
+            return;
+        }
+        let known = |registry: &Registry| {
+            policies
+                .iter()
+                .all(|policy| registry.grouped.contains_key(&tag(policy)))
         };
+        if known(&shared.registry.read().unwrap_or_else(|e| e.into_inner())) {
+            return;
+        }
+        let mut registry = shared.registry.write().unwrap_or_else(|e| e.into_inner());
+        for policy in policies.iter() {
+            registry.grouped.insert(tag(policy), ());
+            registry.policies.insert(tag(policy), policy.clone());
+        }
+        shared.any_grouped.store(true, Relaxed);
+    }
+
+    /// Blocks `key` under `policies` for `duration` from `now`; returns until when.
+    fn block(&self, key: &K, policies: &Policies, now: u64, duration: Duration) -> u64 {
+        let shared = &*self.shared;
+        let until = now.saturating_add(duration.as_nanos().min(u128::from(u64::MAX)) as u64);
+        let mut latest = until;
+        for slot in slots(key, policies) {
+            let mut entry = shared.blocks.entry(slot).or_insert_with(|| {
+                shared.blocked.fetch_add(1, Relaxed);
+                0
+            });
+            *entry = (*entry).max(until);
+            latest = latest.max(*entry);
+        }
+        latest
+    }
+
+    fn unblock(&self, key: &K, policies: &Policies) {
+        let shared = &*self.shared;
+        if shared.blocked.load(Relaxed) == 0 {
+            return;
+        }
+        for slot in slots(key, policies) {
+            if shared.blocks.remove(&slot).is_some() {
+                shared.blocked.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    /// Until when `key` is blocked under any of `policies`, if it is at `now`.
+    fn blocked_until(&self, key: &K, policies: &Policies, now: u64) -> Option<u64> {
+        let shared = &*self.shared;
+        if shared.blocked.load(Relaxed) == 0 {
+            return None;
+        }
+        slots(key, policies)
+            .filter_map(|slot| shared.blocks.get(&slot).map(|until| *until))
+            .filter(|&until| until > now)
+            .max()
+    }
+
+    /// Registers `policies` and, when due, sweeps idle states; a store still full then
+    /// drops the states that say least.
+    fn make_room(&self, now: u64, policies: &[Policy]) {
+        let shared = &*self.shared;
+        let known = |registry: &Registry| {
+            policies
+                .iter()
+                .all(|policy| registry.policies.contains_key(&tag(policy)))
+        };
+        if !known(&shared.registry.read().unwrap_or_else(|e| e.into_inner())) {
+            let mut registry = shared.registry.write().unwrap_or_else(|e| e.into_inner());
+            for policy in policies {
+                registry.policies.insert(tag(policy), policy.clone());
+            }
+        }
+        if shared.len.load(Relaxed) < shared.sweep_at.load(Relaxed)
+            || shared.sweeping.swap(true, Relaxed)
+        {
+            return;
+        }
+        let max_keys = shared.max_keys.load(Relaxed);
+        self.sweep(now, 0);
+        if shared.len.load(Relaxed) >= max_keys - max_keys / 8 {
+            let threshold = self.eviction_threshold(now, max_keys / 8);
+            self.sweep(now, threshold);
+            tracing::warn!(
+                max_keys,
+                deficit = threshold,
+                "rate-limit store is full: dropped the states closest to a full bucket"
+            );
+        }
+        let len = shared.len.load(Relaxed);
+        let next = len.saturating_mul(2).max(FIRST_SWEEP_AT).min(max_keys);
+        shared.sweep_at.store(next, Relaxed);
+        shared.sweeping.store(false, Relaxed);
+    }
+
+    /// The deficit at or below which about `count` states lie, judged on a sample.
+    fn eviction_threshold(&self, now: u64, count: usize) -> u64 {
+        let shared = &*self.shared;
+        let registry = shared.registry.read().unwrap_or_else(|e| e.into_inner());
+        let mut deficits: Vec<u64> = shared
+            .states
+            .iter()
+            .take(SAMPLE)
+            .filter_map(|entry| deficit(&registry, entry.key().policy, entry.load(Relaxed), now))
+            .collect();
+        deficits.sort_unstable();
+        let len = shared.len.load(Relaxed).max(1);
+        let rank = deficits.len() * count / len;
+        deficits
+            .get(rank.min(deficits.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Drops every state whose deficit at `now` is at most `threshold` (0: only idle
+    /// states, losslessly). Each shard is write-locked while it is swept, so no update
+    /// can slip in between the check and the removal.
+    fn sweep(&self, now: u64, threshold: u64) {
+        let shared = &*self.shared;
+        let registry = shared.registry.read().unwrap_or_else(|e| e.into_inner());
         let mut removed = 0;
-        shared.states.retain(|slot, state| {
-            let drop = idle(slot, &[*state.get_mut()]);
+        shared.states.retain(|slot, word| {
+            let drop = match registry.policies.get(&slot.policy) {
+                Some(policy) if threshold == 0 => {
+                    let (algorithm, quota) = (policy.algorithm(), policy.quota());
+                    algorithm.is_idle(*word.get_mut(), now, quota)
+                }
+                Some(_) => deficit(&registry, slot.policy, *word.get_mut(), now)
+                    .is_some_and(|deficit| deficit <= threshold),
+                None => false,
+            };
             removed += usize::from(drop);
             !drop
         });
-        shared.sets.retain(|slot, states| {
-            let drop = idle(slot, states.get_mut().unwrap_or_else(|e| e.into_inner()));
-            removed += usize::from(drop);
-            !drop
-        });
+        drop(registry);
         let len = shared.len.fetch_sub(removed, Relaxed) - removed;
         if shared.states.capacity() > 4 * len.max(FIRST_SWEEP_AT) {
             shared.states.shrink_to_fit();
-            shared.sets.shrink_to_fit();
+        }
+        if shared.blocked.load(Relaxed) > 0 {
+            shared.blocks.retain(|_, until| *until > now);
+            shared.blocked.store(shared.blocks.len(), Relaxed);
         }
     }
 }
 
-/// Applies a decision to a known key's state word with a compare-and-swap loop.
-fn update(state: &AtomicU64, now: u64, cost: u64, policy: &Policy) -> Decision {
-    let mut current = state.load(Relaxed);
-    loop {
-        let (decision, next) = policy
-            .algorithm()
-            .decide(current, now, cost, policy.quota());
-        let Some(next) = next else {
-            return decision;
-        };
-        match state.compare_exchange_weak(current, next, Relaxed, Relaxed) {
-            Ok(_) => return decision,
-            Err(actual) => current = actual,
-        }
-    }
-}
-
-/// The answer for a new key while the store is full: wait for the next sweep.
-fn at_capacity(now: u64, next_sweep: u64, policies: &Policies) -> Decisions {
-    let wait = Duration::from_nanos(next_sweep.saturating_sub(now)).max(Duration::from_millis(1));
-    let denial = |policy: &Policy| Decision {
-        outcome: Outcome::Denied {
-            retry_after: Some(wait),
-        },
-        limit: policy.quota().burst_size(),
-        remaining: 0,
-        reset: Some(wait),
-    };
-    Decisions::new(policies.iter().map(denial).collect())
+/// What a state has spent and not got back, in units: what dropping it could give away.
+fn deficit(registry: &Registry, policy: u32, state: u64, now: u64) -> Option<u64> {
+    let policy = registry.policies.get(&policy)?;
+    let (algorithm, quota) = (policy.algorithm(), policy.quota());
+    let look = algorithm.decide(state, now, 0, quota).0;
+    Some(quota.burst_size().saturating_sub(look.remaining).max(1))
 }
 
 impl<K, C> Clone for MemoryStore<K, C> {
@@ -341,217 +475,45 @@ where
 {
     type Future = Ready<Result<Decisions, StoreError>>;
 
-    fn decide(&self, key: &K, cost: u64, policies: &Policies) -> Self::Future {
-        ready(Ok(self.decide_now(key, cost, policies)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Barrier;
-    use std::thread;
-
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::{Algorithm, Quota};
-
-    fn policy(quota: Quota) -> Policies {
-        named("default", quota)
+    fn apply(&self, key: &K, change: Change, policies: &Policies) -> Self::Future {
+        ready(Ok(self.apply_now(key, change, policies)))
     }
 
-    fn named(name: &str, quota: Quota) -> Policies {
-        Policy::new(name, quota, Algorithm::TokenBucket)
-            .unwrap()
-            .into()
-    }
-
-    fn both(a: &Policies, b: &Policies) -> Policies {
-        Policies::new([a[0].clone(), b[0].clone()]).unwrap()
-    }
-
-    /// How many of 8 threads × 1000 requests on one key `store` admits.
-    fn admitted_by_threads(store: &MemoryStore<&str, ManualClock>, policies: &Policies) -> usize {
-        let threads = 8;
-        let barrier = Barrier::new(threads);
-        thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        barrier.wait();
-                        (0..1000)
-                            .filter(|_| store.decide_now(&"hot", 1, policies).is_allowed())
-                            .count()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
-        })
-    }
-
-    #[test]
-    fn concurrent_threads_on_one_key_admit_exactly_the_burst() {
-        let store = MemoryStore::with_clock(ManualClock::new());
-        let policy = policy(Quota::per_hour(1).burst(100));
-        assert_eq!(admitted_by_threads(&store, &policy), 100);
-    }
-
-    #[test]
-    fn a_flood_of_fresh_keys_stays_within_the_cap() {
-        let clock = ManualClock::new();
-        let store = MemoryStore::with_clock(clock.clone()).max_keys(10_000);
-        let policy = policy(Quota::per_hour(1));
-        // xorshift: 1,000,000 distinct-looking random keys.
-        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut admitted = 0;
-        for _ in 0..1_000_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            admitted += usize::from(store.decide_now(&x, 1, &policy).is_allowed());
-            assert!(store.len() <= 10_000);
-        }
-        // Every key admitted was remembered: the flood bought no extra quota.
-        assert_eq!(admitted, store.len());
-        assert_eq!(store.len(), 10_000);
-        // Once the buckets refill, a sweep frees the room and new keys pass again.
-        clock.advance(Duration::from_secs(3600));
-        assert!(store.decide_now(&1, 1, &policy).is_allowed());
-        assert_eq!(store.len(), 1);
-    }
-
-    #[test]
-    fn a_new_key_at_the_cap_is_denied_with_a_retry() {
-        let clock = ManualClock::new();
-        let store = MemoryStore::with_clock(clock.clone()).max_keys(2);
-        let policy = policy(Quota::per_hour(1));
-        assert!(store.decide_now(&1, 1, &policy).is_allowed());
-        assert!(store.decide_now(&2, 1, &policy).is_allowed());
-        let denied = store.decide_now(&3, 1, &policy);
-        assert_eq!(
-            denied[0].outcome,
-            Outcome::Denied {
-                retry_after: Some(Duration::from_secs(1))
+    /// Refuses a policy whose name and algorithm this store already holds under another
+    /// quota (two layers or limiters would share state they count differently); name
+    /// them apart.
+    fn supports(&self, policies: &Policies) -> Result<(), StoreError> {
+        let registry = self
+            .shared
+            .registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        for policy in policies.iter() {
+            if let Some(known) = registry.policies.get(&tag(policy)) {
+                if known.quota() != policy.quota() {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Misconfigured,
+                        format!(
+                            "policy \"{}\" is already used on this store with another quota \
+                             ({:?}); give one of them another name",
+                            policy.name(),
+                            known.quota()
+                        ),
+                    ));
+                }
             }
-        );
-        // Known keys are unaffected by the cap.
-        assert!(!store.decide_now(&1, 1, &policy).is_allowed());
-    }
-
-    #[test]
-    fn sweeps_drop_only_full_buckets() {
-        let clock = ManualClock::new();
-        let store = MemoryStore::with_clock(clock.clone());
-        let quick = policy(Quota::per_second(1).burst(2));
-        let slow = policy(Quota::per_hour(1).burst(2));
-        for key in 0..FIRST_SWEEP_AT as u64 / 2 {
-            store.decide_now(&key, 1, &quick);
-            store.decide_now(&key, 1, &slow);
         }
-        assert_eq!(store.len(), FIRST_SWEEP_AT);
-        clock.advance(Duration::from_secs(1));
-        // This insert reaches the sweep threshold: every `quick` bucket is full again.
-        store.decide_now(&u64::MAX, 1, &quick);
-        assert_eq!(store.len(), FIRST_SWEEP_AT / 2 + 1);
-        // The `slow` buckets kept their state: one unit left each, then denial.
-        assert_eq!(store.decide_now(&0, 1, &slow)[0].remaining, 0);
-        assert!(!store.decide_now(&0, 1, &slow).is_allowed());
-        // A dropped `quick` bucket decides exactly as a full one.
-        assert_eq!(store.decide_now(&0, 1, &quick)[0].remaining, 1);
-    }
-
-    #[test]
-    fn policies_keep_separate_state_for_one_key() {
-        let store = MemoryStore::with_clock(ManualClock::new());
-        let one = policy(Quota::per_hour(1));
-        let two = policy(Quota::per_hour(2));
-        assert!(store.decide_now(&"k", 1, &one).is_allowed());
-        assert!(!store.decide_now(&"k", 1, &one).is_allowed());
-        assert!(store.decide_now(&"k", 1, &two).is_allowed());
-        // The same quota under another name counts apart too.
-        assert!(store
-            .decide_now(&"k", 1, &named("other", Quota::per_hour(1)))
-            .is_allowed());
-    }
-
-    #[test]
-    fn looking_and_denying_remember_nothing() {
-        let store = MemoryStore::with_clock(ManualClock::new());
-        let policy = policy(Quota::per_second(1).burst(2));
-        assert_eq!(store.decide_now(&"k", 0, &policy)[0].remaining, 2);
-        assert_eq!(
-            store.decide_now(&"k", 3, &policy)[0].outcome,
-            Outcome::CostExceedsBurst
-        );
-        assert!(store.is_empty());
-    }
-
-    #[test]
-    fn several_policies_charge_all_or_nothing_across_threads() {
-        let store = MemoryStore::with_clock(ManualClock::new());
-        let (wide, narrow) = (
-            named("wide", Quota::per_hour(100)),
-            named("narrow", Quota::per_hour(60)),
-        );
-        let policies = both(&wide, &narrow);
-        assert_eq!(admitted_by_threads(&store, &policies), 60);
-        // Thousands of refusals by "narrow" spent nothing of "wide".
-        let look = store.decide_now(&"hot", 0, &policies);
-        assert_eq!((look[0].remaining, look[1].remaining), (40, 0));
-    }
-
-    #[test]
-    fn a_refusal_by_one_policy_reports_the_others_uncharged() {
-        let clock = ManualClock::new();
-        let store = MemoryStore::with_clock(clock.clone());
-        let (second, hour) = (
-            named("second", Quota::per_second(2)),
-            named("hour", Quota::per_hour(5)),
-        );
-        let policies = both(&second, &hour);
-        for left in [(1, 4), (0, 3)] {
-            let decisions = store.decide_now(&"k", 1, &policies);
-            assert!(decisions.is_allowed());
-            assert_eq!((decisions[0].remaining, decisions[1].remaining), left);
+        drop(registry);
+        let mut registry = self
+            .shared
+            .registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        for policy in policies.iter() {
+            registry.policies.insert(tag(policy), policy.clone());
         }
-        let refused = store.decide_now(&"k", 1, &policies);
-        assert_eq!(refused.violated().collect::<Vec<_>>(), [0]);
-        assert_eq!(refused[1].outcome, Outcome::Allowed);
-        assert_eq!(refused[1].remaining, 3);
-        assert_eq!(
-            refused.summary().outcome,
-            Outcome::Denied {
-                retry_after: Some(Duration::from_millis(500))
-            }
-        );
-        // A cost above one burst is refused as such, and charges the other nothing.
-        let too_costly = store.decide_now(&"k", 4, &policies);
-        assert_eq!(too_costly.summary().outcome, Outcome::CostExceedsBurst);
-        clock.advance(Duration::from_secs(1));
-        let decisions = store.decide_now(&"k", 2, &policies);
-        assert_eq!((decisions[0].remaining, decisions[1].remaining), (0, 1));
-        // Each set keeps its own state, apart from the same policies alone.
-        assert_eq!(store.decide_now(&"k", 0, &hour)[0].remaining, 5);
-    }
-
-    #[test]
-    fn sweeps_drop_sets_once_every_policy_is_idle() {
-        let clock = ManualClock::new();
-        let store = MemoryStore::with_clock(clock.clone());
-        let policies = both(
-            &named("second", Quota::per_second(1)),
-            &named("minute", Quota::per_minute(1)),
-        );
-        for key in 0..FIRST_SWEEP_AT as u64 - 1 {
-            store.decide_now(&key, 1, &policies);
-        }
-        clock.advance(Duration::from_secs(1));
-        store.decide_now(&u64::MAX, 1, &policies);
-        // Full again under "second" only: nothing may be dropped.
-        assert_eq!(store.len(), FIRST_SWEEP_AT);
-        assert!(!store.decide_now(&0, 1, &policies).is_allowed());
-        clock.advance(Duration::from_secs(60));
-        store.decide_now(&(u64::MAX - 1), 1, &policies);
-        assert_eq!(store.len(), 1);
-        assert!(store.decide_now(&0, 1, &policies).is_allowed());
+        drop(registry);
+        self.group(policies);
+        Ok(())
     }
 }

@@ -1,11 +1,23 @@
 //! Where rate-limit state lives: the [`Store`] trait and its implementations.
+//!
+//! # State identity
+//!
+//! Every store keeps one state per **key and policy**, identified by the key and the
+//! policy's [identity](crate::Policy::fingerprint): its name and algorithm (for the
+//! windows, their period and burst too, since their counts are laid out by them). A
+//! token bucket whose quota changes keeps its state: the new quota inherits what was
+//! spent (no free refill on a deploy). The same policy used alone and in a set, or in two
+//! sets, is one state. Besides its policies' states, a key may be **blocked** until some
+//! time: a block denies every policy of the key.
 
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+use std::error::Error;
 use std::fmt;
 use std::future::Future;
+use std::time::Duration;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -14,42 +26,120 @@ pub use memory::MemoryStore;
 
 use crate::{Decisions, Policies};
 
-/// Decides, atomically for one key, whether a request of some cost passes its policies.
+/// What a store call does to a key, atomically under every policy of a set.
 ///
-/// The future is an associated type so the layer's response future is not boxed. An
-/// in-process store decides inside [`decide`](Store::decide) and returns
-/// [`std::future::Ready`]; the layer then acts at once, without cloning the inner service.
-/// Clones must share state.
-pub trait Store<K>: Clone + Send + Sync + 'static {
-    /// The pending decision.
-    type Future: Future<Output = Result<Decisions, StoreError>> + Send + Unpin + 'static;
-
-    /// Decides a request of `cost` for `key` under every policy of `policies`: it passes
-    /// only if all let it through, and only then is it charged under each, in one atomic
-    /// step. A cost of 0 reports the key's state without charging anything.
-    fn decide(&self, key: &K, cost: u64, policies: &Policies) -> Self::Future;
+/// Every change answers the key's [`Decisions`] after it: for [`Charge`](Change::Charge),
+/// the verdict on the request; for the others, the state as a look
+/// ([`Charge(0)`](Change::Charge)) would report it. On a key the store does not know, every
+/// change but `Charge` and `Block` is a no-op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// A request of this cost: it passes only if every policy lets it through, and only
+    /// then is it charged under each. A cost of 0 looks without charging.
+    Charge(u64),
+    /// Forget the key, under every policy, and lift its block: as if never seen.
+    Reset,
+    /// Give back up to this many units: never above a full bucket, and for the windows
+    /// only within the current window.
+    Refund(u64),
+    /// Charge this many units whatever is left: a token bucket goes into debt (the next
+    /// admission moves further out, by at most 100 years); a window fills up to its burst.
+    Penalize(u64),
+    /// Deny the key, under every policy, for this long from now (at most 100 years). A
+    /// shorter block than one already in force changes nothing.
+    Block(Duration),
 }
 
-/// A store could not decide (unreachable, timed out, ...). What the layer does then is
-/// the store's failure policy; the in-process store never fails.
+/// The longest a [`Change::Block`] may last, and a debt may reach: 100 years.
+pub const MAX_BLOCK: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Decides and changes, atomically for one key, its state under a set of policies.
+///
+/// The future is an associated type so the layer's response future is not boxed. An
+/// in-process store decides inside [`apply`](Store::apply) and returns
+/// [`std::future::Ready`]; the layer then acts at once, without cloning the inner service.
+/// Clones must share state. See the [module docs](self) for how state is identified.
+pub trait Store<K>: Clone + Send + Sync + 'static {
+    /// The pending answer.
+    type Future: Future<Output = Result<Decisions, StoreError>> + Send + Unpin + 'static;
+
+    /// Applies `change` to `key` under every policy of `policies`, in one atomic step.
+    fn apply(&self, key: &K, change: Change, policies: &Policies) -> Self::Future;
+
+    /// Checks, before any request, that the store can enforce `policies` exactly (a
+    /// [`Misconfigured`](StoreErrorKind::Misconfigured) error otherwise). Called when a
+    /// [`Limiter`](crate::Limiter) is built.
+    fn supports(&self, policies: &Policies) -> Result<(), StoreError> {
+        let _ = policies;
+        Ok(())
+    }
+}
+
+/// A store could not decide. What the limiter does then is its
+/// [`FailurePolicy`](crate::FailurePolicy); the in-process store never fails.
 #[derive(Debug)]
 pub struct StoreError {
+    kind: StoreErrorKind,
     message: String,
+    source: Option<Box<dyn Error + Send + Sync>>,
+}
+
+/// Why a store could not decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// No answer within the deadline.
+    Timeout,
+    /// The circuit breaker is open after repeated failures.
+    CircuitOpen,
+    /// Too many calls under way.
+    Overloaded,
+    /// The store cannot be reached, or failed.
+    Unavailable,
+    /// The store cannot enforce a policy (found when a limiter is built), or answered
+    /// something it should not.
+    Misconfigured,
+    /// The change asked for is out of bounds (a block over 100 years).
+    InvalidChange,
 }
 
 impl StoreError {
-    /// An error with a human-readable reason.
-    pub fn new(message: impl Into<String>) -> Self {
+    /// An error of `kind` with a human-readable reason.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
         Self {
+            kind,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// The same error, caused by `source`.
+    pub fn with_source(mut self, source: impl Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Why the store could not decide.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rate-limit store failed: {}", self.message)
+        write!(f, "rate-limit store failed: {}", self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
     }
 }
 
-impl std::error::Error for StoreError {}
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn Error + 'static))
+    }
+}

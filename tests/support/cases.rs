@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use tower_ratelimit::store::Change;
 use tower_ratelimit::{Decision, Outcome, Quota};
 
 /// One scenario: a quota and the requests made against one fresh key.
@@ -14,12 +15,24 @@ pub struct Case {
     pub steps: Vec<Step>,
 }
 
-/// A request at `at` (from the start of the case) and the decision it must get.
+/// A change at `at` (from the start of the case: a request of some cost, or a reset,
+/// refund, penalty or block) and the decision it must get.
 #[derive(Debug)]
 pub struct Step {
     pub at: Duration,
-    pub cost: u64,
+    pub change: Change,
     pub expected: Expected,
+}
+
+impl Step {
+    /// Whether the step leaves state behind when it gets `decision`.
+    pub fn writes(&self, decision: &Decision) -> bool {
+        match self.change {
+            Change::Charge(cost) => cost > 0 && decision.is_allowed(),
+            Change::Reset => false,
+            _ => true,
+        }
+    }
 }
 
 impl Case {
@@ -38,7 +51,10 @@ impl Case {
             .iter()
             .map(|step| Step {
                 at: step.at * factor,
-                cost: step.cost,
+                change: match step.change {
+                    Change::Block(duration) => Change::Block(duration * factor),
+                    other => other,
+                },
                 expected: match step.expected {
                     Expected::Allow { remaining, reset } => Expected::Allow {
                         remaining,
@@ -175,10 +191,19 @@ pub fn parse(table: &str) -> Vec<Case> {
                 }
                 case.quota = quota;
             }
-            ["at", at, "cost", cost, "=>", outcome @ ..] => case.steps.push(Step {
+            ["at", at, rest @ ..] => case.steps.push(Step {
                 at: duration(at).unwrap_or_else(|| fail("time")),
-                cost: number_of(cost),
-                expected: match outcome {
+                change: match arrow(rest).0 {
+                    ["cost", cost] => Change::Charge(number_of(cost)),
+                    ["reset"] => Change::Reset,
+                    ["refund", units] => Change::Refund(number_of(units)),
+                    ["penalize", units] => Change::Penalize(number_of(units)),
+                    ["block", length] => {
+                        Change::Block(duration(length).unwrap_or_else(|| fail("block")))
+                    }
+                    _ => fail("change"),
+                },
+                expected: match arrow(rest).1 {
                     ["allow", remaining, "reset", reset] => Expected::Allow {
                         remaining: number_of(remaining),
                         reset: duration(reset),
@@ -201,6 +226,12 @@ pub fn parse(table: &str) -> Vec<Case> {
         }
     }
     cases
+}
+
+/// The words before and after `=>`.
+fn arrow<'a>(words: &'a [&'a str]) -> (&'a [&'a str], &'a [&'a str]) {
+    let at = words.iter().position(|w| *w == "=>").unwrap_or(words.len());
+    (&words[..at], words.get(at + 1..).unwrap_or(&[]))
 }
 
 fn number_of(word: &str) -> u64 {

@@ -16,18 +16,31 @@ pub async fn redis_time(connection: &mut impl ConnectionLike) -> u64 {
 }
 
 /// Moves a key's state `by` into the past, as if that much time had gone by: GCRA depends
-/// only on `TAT − now`, so lowering the TAT is the same as advancing Redis's clock. Keeps
-/// the TTL exact, and deletes a key whose TAT has passed, as the store's script does.
+/// only on `TAT − now`, so lowering the TAT (and the end of a block, `b<until>;<TAT>`) is
+/// the same as advancing Redis's clock. Keeps the TTL exact, and deletes a key whose TAT
+/// and block have passed, as the store's script does.
 async fn age(connection: &mut impl ConnectionLike, key: &[u8], by: Duration) {
     const AGE: &str = r"
-        local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[1])
+        local by = tonumber(ARGV[1])
+        local value = redis.call('GET', KEYS[1]) or '0'
+        local blocked, state = string.match(value, '^b(%d+);(.*)$')
+        blocked, state = tonumber(blocked or '0') - by, state or value
+        local tat = tonumber(state ~= '' and state or '0') - by
         local time = redis.call('TIME')
         local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-        if tat <= now then
+        local lives = math.max(tat, blocked)
+        if lives <= now then
           redis.call('DEL', KEYS[1])
-        else
-          redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+          return 0
         end
+        value = ''
+        if tat > now then
+          value = string.format('%.0f', tat)
+        end
+        if blocked > now then
+          value = string.format('b%.0f;', blocked) .. value
+        end
+        redis.call('SET', KEYS[1], value, 'PX', math.ceil((lives - now) / 1000))
         return 0";
     eval(connection, AGE, key, &[by.as_micros() as u64]).await;
 }
@@ -76,15 +89,15 @@ async fn run(
         planned = step.at;
         let before = redis_time(connection).await;
         let decision = store
-            .decide(&key, step.cost, &policy)
+            .apply(&key, step.change, &policy)
             .await
             .map_err(|e| e.to_string())?;
         let after = redis_time(connection).await;
         let late = charged_at.map_or(Duration::ZERO, |at| Duration::from_micros(after - at));
         step.expected
             .check_late(&decision[0], late)
-            .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
-        if decision.is_allowed() && step.cost > 0 {
+            .map_err(|e| format!("step {} (at {:?}, {:?}): {e}", i + 1, step.at, step.change))?;
+        if step.writes(&decision[0]) {
             charged_at.get_or_insert(before);
         }
     }
@@ -216,7 +229,7 @@ async fn run_windows(
             now = redis_time(connection).await;
         }
         let decision = store
-            .decide(&key, step.cost, &policy)
+            .apply(&key, step.change, &policy)
             .await
             .map_err(|e| e.to_string())?;
         let late = Duration::from_micros(redis_time(connection).await - target);
@@ -226,8 +239,8 @@ async fn run_windows(
         }
         step.expected
             .check_late(&decision[0], late)
-            .map_err(|e| format!("step {} (at {:?}, cost {}): {e}", i + 1, step.at, step.cost))?;
-        charged |= decision.is_allowed() && step.cost > 0;
+            .map_err(|e| format!("step {} (at {:?}, {:?}): {e}", i + 1, step.at, step.change))?;
+        charged |= step.writes(&decision[0]);
     }
     Ok(None)
 }

@@ -79,6 +79,12 @@ impl<K: Hash + Eq + Clone> DenyCache<K> {
         })
     }
 
+    /// Forgets what is known of `key` under `policy`: its state changed otherwise than by
+    /// a charge (a reset, a refund).
+    pub(super) fn forget(&self, policy: u64, key: &K) {
+        self.entries.remove(&(policy, key.clone()));
+    }
+
     /// Records that the key's TAT is at least `bound` (local nanoseconds).
     pub(super) fn record(&self, policy: u64, key: &K, bound: u64, now: u64) {
         if let Some(mut entry) = self.entries.get_mut(&(policy, key.clone())) {

@@ -22,7 +22,7 @@ use self::breaker::Breaker;
 use self::cluster::{Connection, Target};
 use self::deny_cache::{DenyCache, Gcra};
 pub use self::key::RedisKey;
-use super::{Store, StoreError};
+use super::{Change, Store, StoreError, StoreErrorKind};
 use crate::clock::{Clock, MonotonicClock};
 use crate::{Algorithm, Decision, Decisions, Outcome, Policies, Policy};
 
@@ -178,10 +178,12 @@ impl RedisStore {
         key::storage_key(&self.shared.prefix, key, policy.fingerprint())
     }
 
-    /// The SHA-1 of the decision script, as `EVALSHA` names it. Its arguments: `KEYS`,
-    /// one per policy; `ARGV`, the cost, then for each policy its algorithm (0 token
-    /// bucket, 1 shaper, 2 fixed window, 3 sliding window), emission interval or period in
-    /// whole microseconds, burst, and the shaper's `max_delay` in microseconds (else 0).
+    /// The SHA-1 of the script, as `EVALSHA` names it. Its arguments: `KEYS`, one per
+    /// policy; `ARGV`, the change (0 charge, 1 reset, 2 refund, 3
+    /// penalize, 4 block) and its amount (cost, units, or microseconds), then for each
+    /// policy its algorithm (0 token bucket, 1 shaper, 2 fixed window, 3 sliding window),
+    /// emission interval or period in whole microseconds, burst, and the shaper's
+    /// `max_delay` in microseconds (else 0). `scripts/decide.lua` documents the reply.
     pub fn script_sha(&self) -> &str {
         &self.shared.sha
     }
@@ -232,7 +234,9 @@ impl RedisStoreBuilder {
     /// Connects and loads the script. Fails if Redis cannot be reached (after a few
     /// attempts over about a second) or refuses the script.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let failed = |e: redis::RedisError| StoreError::new(format!("cannot use Redis: {e}"));
+        let failed = |e: redis::RedisError| {
+            StoreError::new(StoreErrorKind::Unavailable, "cannot use Redis").with_source(e)
+        };
         let mut connection = self.target.connect(self.deadline).await.map_err(failed)?;
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
@@ -261,8 +265,9 @@ impl RedisStoreBuilder {
     /// ```
     pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
         let connection = self.target.connect_lazily(self.deadline);
-        let connection =
-            connection.map_err(|e| StoreError::new(format!("cannot use Redis: {e}")))?;
+        let connection = connection.map_err(|e| {
+            StoreError::new(StoreErrorKind::Misconfigured, "cannot use Redis").with_source(e)
+        })?;
         let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
         Ok(self.build(connection, sha))
     }
@@ -327,10 +332,15 @@ impl Limits {
             }
         };
         if !exact {
-            return Err(StoreError::new(format!(
-                "quota too large to compute exactly in Redis for {:?}",
-                policy.algorithm()
-            )));
+            return Err(StoreError::new(
+                StoreErrorKind::Misconfigured,
+                format!(
+                    "the quota of policy \"{}\" is too large to compute exactly in Redis \
+                     for {:?}",
+                    policy.name(),
+                    policy.algorithm()
+                ),
+            ));
         }
         Ok(Self {
             kind,
@@ -353,9 +363,10 @@ impl Limits {
     /// The script's reply for this policy as a [`Decision`].
     fn decision(self, reply: &[u64]) -> Result<Decision, StoreError> {
         let &[outcome, remaining, reset, time] = reply else {
-            return Err(StoreError::new("unexpected script reply"));
+            return Err(unexpected("a reply of four integers"));
         };
-        let refills = self.time > 0;
+        // A blocked key (4) waits for its block, whether the quota refills or not.
+        let refills = self.time > 0 || outcome == 4;
         let outcome = match outcome {
             0 => Outcome::Allowed,
             1 => Outcome::Denied {
@@ -365,11 +376,10 @@ impl Limits {
             3 => Outcome::Delayed {
                 wait: Duration::from_micros(time),
             },
-            other => {
-                return Err(StoreError::new(format!(
-                    "unexpected script outcome {other}"
-                )))
-            }
+            4 => Outcome::Denied {
+                retry_after: Some(Duration::from_micros(time)),
+            },
+            _ => return Err(unexpected("an outcome from 0 to 4")),
         };
         Ok(Decision {
             outcome,
@@ -399,10 +409,15 @@ impl Shared {
     }
 
     /// One script call: `EVALSHA`, or `EVAL` once if Redis does not know the script.
-    async fn call(&self, keys: &[Vec<u8>], limits: &[Limits], cost: u64) -> RedisResult<Vec<u64>> {
+    async fn call(
+        &self,
+        keys: &[Vec<u8>],
+        limits: &[Limits],
+        change: [u64; 2],
+    ) -> RedisResult<Vec<u64>> {
         let mut connection = self.connection.clone();
-        let mut args = Vec::with_capacity(1 + 4 * limits.len());
-        args.push(cost);
+        let mut args = Vec::with_capacity(2 + 4 * limits.len());
+        args.extend(change);
         for limits in limits {
             args.extend([
                 limits.kind as u64,
@@ -429,13 +444,33 @@ impl Shared {
     }
 }
 
+/// An answer the script should never give.
+fn unexpected(expected: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Misconfigured,
+        format!("unexpected script reply: expected {expected}"),
+    )
+}
+
+/// A change as the script takes it: its code and amount.
+fn script_change(change: Change) -> [u64; 2] {
+    let micros = |d: Duration| u64::try_from(d.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX);
+    match change {
+        Change::Charge(cost) => [0, cost],
+        Change::Reset => [1, 0],
+        Change::Refund(units) => [2, units],
+        Change::Penalize(units) => [3, units],
+        Change::Block(duration) => [4, micros(duration)],
+    }
+}
+
 impl<K> Store<K> for RedisStore
 where
     K: RedisKey + Hash + Eq + Clone + Send + Sync + 'static,
 {
     type Future = RedisDecision;
 
-    fn decide(&self, key: &K, cost: u64, policies: &Policies) -> RedisDecision {
+    fn apply(&self, key: &K, change: Change, policies: &Policies) -> RedisDecision {
         let shared = &self.shared;
         let limits = match policies
             .iter()
@@ -449,24 +484,39 @@ where
         // Read before the call is sent, so that a bound derived from the answer can only
         // be early.
         let sent = shared.clock.now_nanos();
-        let gcra = match &*limits {
-            [one] => one.gcra(),
+        let gcra = match (&*limits, change) {
+            ([one], Change::Charge(_)) => one.gcra(),
             _ => None,
         };
-        if let Some(gcra) = gcra {
-            let local =
-                shared.with_deny_cache(|cache| cache.check(fingerprint, key, cost, gcra, sent));
-            if let Some(decision) = local.flatten() {
-                return RedisDecision::ready(Ok(decision.into()));
+        match (gcra, change) {
+            (Some(gcra), Change::Charge(cost)) => {
+                let local =
+                    shared.with_deny_cache(|cache| cache.check(fingerprint, key, cost, gcra, sent));
+                if let Some(decision) = local.flatten() {
+                    return RedisDecision::ready(Ok(decision.into()));
+                }
+            }
+            (_, Change::Charge(_)) => {}
+            // The key's state changes: what the cache knows of it may no longer hold.
+            _ => {
+                shared.with_deny_cache(|cache| {
+                    for policy in policies.iter() {
+                        cache.forget(policy.fingerprint(), key);
+                    }
+                });
             }
         }
         let Some(pass) = shared.breaker.pass(sent) else {
             return RedisDecision::ready(Err(StoreError::new(
+                StoreErrorKind::CircuitOpen,
                 "circuit open: Redis failed repeatedly, retrying shortly",
             )));
         };
         let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
-            return RedisDecision::ready(Err(StoreError::new("too many Redis calls in flight")));
+            return RedisDecision::ready(Err(StoreError::new(
+                StoreErrorKind::Overloaded,
+                "too many Redis calls in flight",
+            )));
         };
         let storage_keys: Vec<Vec<u8>> = policies
             .iter()
@@ -475,28 +525,28 @@ where
         let shared = Arc::clone(shared);
         let key = key.clone();
         RedisDecision(State::Calling(Box::pin(async move {
-            let reply =
-                tokio::time::timeout(shared.deadline, shared.call(&storage_keys, &limits, cost))
-                    .await;
+            let script = shared.call(&storage_keys, &limits, script_change(change));
+            let reply = tokio::time::timeout(shared.deadline, script).await;
             drop(permit);
             let done = shared.clock.now_nanos();
             let reply = match reply {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(error)) => {
                     pass.record(false, done);
-                    return Err(StoreError::new(format!("Redis: {error}")));
+                    return Err(StoreError::new(StoreErrorKind::Unavailable, "Redis failed")
+                        .with_source(error));
                 }
                 Err(_) => {
                     pass.record(false, done);
-                    return Err(StoreError::new(format!(
-                        "Redis did not answer within {:?}",
-                        shared.deadline
-                    )));
+                    return Err(StoreError::new(
+                        StoreErrorKind::Timeout,
+                        format!("Redis did not answer within {:?}", shared.deadline),
+                    ));
                 }
             };
             pass.record(true, done);
             if reply.len() != 4 * limits.len() {
-                return Err(StoreError::new("unexpected script reply"));
+                return Err(unexpected("four integers per policy"));
             }
             let decisions = limits
                 .iter()
@@ -512,16 +562,26 @@ where
                     ..
                 }],
                 Some(gcra),
-            ) = (&*decisions, gcra)
+                Change::Charge(cost),
+            ) = (&*decisions, gcra, change)
             {
                 // retry = TAT + cost·T − burst·T − now (Redis time), so the TAT was
                 // `retry + (burst − cost)·T` ahead of Redis's clock when the script ran,
-                // which was no earlier than `sent`.
+                // which was no earlier than `sent`. (A block's retry is its end: the bound
+                // then denies exactly until the block ends.)
                 let ahead = retry.as_nanos() as u64 + (gcra.burst - cost) * gcra.interval;
                 shared.with_deny_cache(|cache| cache.record(fingerprint, &key, sent + ahead, done));
             }
             Ok(Decisions::new(decisions))
         })))
+    }
+
+    /// Checks that Redis can compute every policy exactly (the scripts count in Lua's
+    /// doubles, exact below 2^53).
+    fn supports(&self, policies: &Policies) -> Result<(), StoreError> {
+        policies
+            .iter()
+            .try_for_each(|policy| Limits::of(policy).map(drop))
     }
 }
 

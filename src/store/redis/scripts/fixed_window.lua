@@ -5,7 +5,7 @@
 --   reset  allowed: time to the end of the window, 0 if nothing spent; denied: the same as
 --          the retry time, the end of the window
 -- Redis time plus P (at most 100 years) and 2 * burst stay below 2^53.
-local function fixed_window(state, now, period, burst, cost)
+local function fixed_window_decide(state, now, period, burst, cost)
   local window = idiv(now, period)
   local count = 0
   local expires = nil
@@ -39,3 +39,33 @@ local function fixed_window(state, now, period, burst, cost)
   return reply(0, burst - count, 0), string.format('%.0f:%.0f', window, count), window_end,
     expires
 end
+
+-- Gives back up to `units` spent in the current window.
+local function fixed_window_refund(state, now, period, burst, units)
+  if not state then
+    return nil
+  end
+  local stored, counted = string.match(state, '^(%d+):(%d+)$')
+  stored, counted = tonumber(stored), tonumber(counted)
+  if stored < idiv(now, period) then
+    return nil
+  end
+  return string.format('%.0f:%.0f', stored, math.max(counted - units, 0)),
+    (stored + 1) * period
+end
+
+-- Spends `units` of the current window, up to the burst.
+local function fixed_window_penalize(state, now, period, burst, units)
+  local window, count = idiv(now, period), 0
+  if state then
+    local stored, counted = string.match(state, '^(%d+):(%d+)$')
+    if tonumber(stored) >= window then
+      window, count = tonumber(stored), tonumber(counted)
+    end
+  end
+  return string.format('%.0f:%.0f', window, math.min(count + units, burst)),
+    (window + 1) * period
+end
+
+local fixed_window = { decide = fixed_window_decide, refund = fixed_window_refund,
+  penalize = fixed_window_penalize }

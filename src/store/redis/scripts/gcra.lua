@@ -41,3 +41,41 @@ local function read_tat(state)
   end
   return tat, nil
 end
+
+-- The longest a block may last and a debt may reach past a full refill: 100 years.
+local MAX_BLOCK = 3153600000000000
+
+-- Refunds and penalties of the buckets (src/algorithm/gcra.rs). Each returns the key's
+-- new value and when it stops saying anything (nil: never), nil for no change, or false
+-- to delete the key. For a quota that never refills (interval 0) the value is the count
+-- spent.
+
+-- Gives back up to `units`: the TAT moves back, never before now (a full bucket).
+local function gcra_refund(state, now, interval, burst, units)
+  local tat = tonumber(state or '0')
+  if interval == 0 then
+    if tat == 0 then
+      return nil
+    end
+    local spent = math.max(tat - units, 0)
+    if spent == 0 then
+      return false
+    end
+    return string.format('%.0f', spent), nil
+  end
+  if tat <= now then
+    return nil
+  end
+  return tat_value(math.max(tat - units * interval, now))
+end
+
+-- Charges `units` whatever is left: the TAT moves on, into debt, by at most MAX_BLOCK
+-- past a full refill. A spent count goes up to the quota.
+local function gcra_penalize(state, now, interval, burst, units)
+  local tat = tonumber(state or '0')
+  if interval == 0 then
+    return string.format('%.0f', math.min(tat + units, burst)), nil
+  end
+  local latest = now + interval * burst + MAX_BLOCK
+  return tat_value(math.min(math.max(tat, now) + units * interval, latest))
+end

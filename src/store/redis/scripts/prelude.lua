@@ -48,7 +48,8 @@ end
 -- key's value (false when missing) that writes nothing and returns:
 --   reply        { outcome, remaining, reset, time }, integers, times in microseconds:
 --                outcome 0 allowed (charged), 1 denied, 2 the cost exceeds the burst,
---                3 delayed (the shaper; time = the wait)
+--                3 delayed (the shaper; time = the wait), 4 blocked (time = until the
+--                block ends)
 --   value        the key's new value if the request is charged, else nil
 --   lives_until  when that value stops saying anything (its expiry), nil to keep it
 --   expires      when the current value stops saying anything, for heal_ttl

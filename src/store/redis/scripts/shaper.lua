@@ -5,7 +5,7 @@
 --   reply  outcome 0 as the token bucket; 3 delayed (charged, slot reserved): time = the
 --          wait, reset = wait + T; 1 the queue is full: reset = time = wait - max_delay
 -- Redis time plus burst * T + max_delay (at most 100 years) stays below 2^53.
-local function shaper(state, now, interval, burst, cost, max_delay)
+local function shaper_decide(state, now, interval, burst, cost, max_delay)
   local tat, expires = read_tat(state)
   local reply, next_tat = gcra(tat, now, interval, burst, cost)
   if reply[1] == 1 then
@@ -19,3 +19,5 @@ local function shaper(state, now, interval, burst, cost, max_delay)
   local value, lives_until = tat_value(next_tat)
   return reply, value, lives_until, expires
 end
+
+local shaper = { decide = shaper_decide, refund = gcra_refund, penalize = gcra_penalize }

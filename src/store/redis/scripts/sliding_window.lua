@@ -7,7 +7,7 @@
 --   reset  allowed: time until one more unit is free, 0 if none used; denied: the same as
 --          the exact retry time
 -- Every product is at most burst * P, kept with (burst + 1) * P <= 2^53 by the Rust side.
-local function sliding_window(state, now, period, burst, cost)
+local function sliding_window_decide(state, now, period, burst, cost)
   local index = idiv(now, period)
   local prev, curr = 0, 0
   local expires = nil
@@ -68,3 +68,36 @@ local function sliding_window(state, now, period, burst, cost)
   return reply, string.format('%.0f:%.0f:%.0f', index, prev, curr), (index + 2) * period,
     expires
 end
+
+-- Gives back up to `units` spent in the current window.
+local function sliding_window_refund(state, now, period, burst, units)
+  if not state then
+    return nil
+  end
+  local stored, prev, curr = string.match(state, '^(%d+):(%d+):(%d+)$')
+  stored = tonumber(stored)
+  if stored < idiv(now, period) then
+    return nil
+  end
+  return string.format('%.0f:%s:%.0f', stored, prev, math.max(tonumber(curr) - units, 0)),
+    (stored + 2) * period
+end
+
+-- Spends `units` of the current window, up to the burst.
+local function sliding_window_penalize(state, now, period, burst, units)
+  local index, prev, curr = idiv(now, period), 0, 0
+  if state then
+    local stored, p, c = string.match(state, '^(%d+):(%d+):(%d+)$')
+    local behind = index - tonumber(stored)
+    if behind <= 0 then
+      index, prev, curr = tonumber(stored), tonumber(p), tonumber(c)
+    elseif behind == 1 then
+      prev = tonumber(c)
+    end
+  end
+  return string.format('%.0f:%.0f:%.0f', index, prev, math.min(curr + units, burst)),
+    (index + 2) * period
+end
+
+local sliding_window = { decide = sliding_window_decide, refund = sliding_window_refund,
+  penalize = sliding_window_penalize }

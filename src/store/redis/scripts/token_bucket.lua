@@ -5,7 +5,7 @@
 --          denial, the same as the retry time
 -- Redis time (about 2^51 us) plus a quota's depth (burst * T, at most 100 years, about
 -- 2^52 us) stays below 2^53.
-local function token_bucket(state, now, interval, burst, cost)
+local function token_bucket_decide(state, now, interval, burst, cost)
   if interval == 0 then
     local spent = tonumber(state or '0')
     local available = math.max(burst - spent, 0)
@@ -26,3 +26,6 @@ local function token_bucket(state, now, interval, burst, cost)
   local value, lives_until = tat_value(next_tat)
   return reply, value, lives_until, expires
 end
+
+local token_bucket = { decide = token_bucket_decide, refund = gcra_refund,
+  penalize = gcra_penalize }
