@@ -517,3 +517,335 @@ where
         Ok(())
     }
 }
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::thread;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::{Algorithm, Outcome, Quota};
+
+    fn policy(quota: Quota) -> Policies {
+        named("default", quota)
+    }
+
+    fn named(name: &str, quota: Quota) -> Policies {
+        Policy::new(name, quota, Algorithm::TokenBucket)
+            .unwrap()
+            .into()
+    }
+
+    fn both(a: &Policies, b: &Policies) -> Policies {
+        Policies::new([a[0].clone(), b[0].clone()]).unwrap()
+    }
+
+    /// How many of 8 threads × 1000 requests on one key `store` admits.
+    fn admitted_by_threads(store: &MemoryStore<&str, ManualClock>, policies: &Policies) -> usize {
+        let threads = 8;
+        let barrier = Barrier::new(threads);
+        thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        (0..1000)
+                            .filter(|_| {
+                                store
+                                    .apply_now(&"hot", Change::Charge(1), policies)
+                                    .is_allowed()
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    }
+
+    #[test]
+    fn concurrent_threads_on_one_key_admit_exactly_the_burst() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let policy = policy(Quota::per_hour(1).burst(100));
+        assert_eq!(admitted_by_threads(&store, &policy), 100);
+    }
+
+    #[test]
+    fn a_flood_of_fresh_keys_stays_within_the_cap_and_locks_no_one_out() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone()).max_keys(10_000);
+        let policy = policy(Quota::per_hour(1).burst(100));
+        let charge = |key: &u64| store.apply_now(key, Change::Charge(1), &policy);
+        // A legitimate client spends most of its burst.
+        for _ in 0..90 {
+            assert!(charge(&7).is_allowed());
+        }
+        // xorshift: 1,000,000 distinct-looking random keys, one request each.
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..1_000_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Every newcomer passes: a full store makes room, it never refuses.
+            assert!(charge(&x).is_allowed());
+            assert!(store.len() <= 10_000);
+        }
+        // The flood dropped states of deficit 1, never the client's deficit of 90.
+        assert_eq!(charge(&7)[0].remaining, 9);
+    }
+
+    #[test]
+    fn a_full_store_of_fixed_quotas_still_admits_newcomers() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone()).max_keys(8);
+        let policy = policy(Quota::fixed(5));
+        for key in 0..8 {
+            assert!(store
+                .apply_now(&key, Change::Charge(1), &policy)
+                .is_allowed());
+        }
+        clock.advance(Duration::from_secs(365 * 86_400));
+        // Spent fixed allowances never become idle, yet a newcomer is admitted at once.
+        let newcomer = store.apply_now(&8, Change::Charge(1), &policy);
+        assert_eq!(newcomer[0].outcome, Outcome::Allowed);
+        assert!(store.len() <= 8);
+    }
+
+    #[test]
+    fn sweeps_drop_only_full_buckets() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let quick = named("quick", Quota::per_second(1).burst(2));
+        let slow = named("slow", Quota::per_hour(1).burst(2));
+        for key in 0..FIRST_SWEEP_AT as u64 / 2 {
+            store.apply_now(&key, Change::Charge(1), &quick);
+            store.apply_now(&key, Change::Charge(1), &slow);
+        }
+        assert_eq!(store.len(), FIRST_SWEEP_AT);
+        clock.advance(Duration::from_secs(1));
+        // This insert reaches the sweep threshold: every `quick` bucket is full again.
+        store.apply_now(&u64::MAX, Change::Charge(1), &quick);
+        assert_eq!(store.len(), FIRST_SWEEP_AT / 2 + 1);
+        // The `slow` buckets kept their state: one unit left each, then denial.
+        assert_eq!(
+            store.apply_now(&0, Change::Charge(1), &slow)[0].remaining,
+            0
+        );
+        assert!(!store.apply_now(&0, Change::Charge(1), &slow).is_allowed());
+        // A dropped `quick` bucket decides exactly as a full one.
+        assert_eq!(
+            store.apply_now(&0, Change::Charge(1), &quick)[0].remaining,
+            1
+        );
+    }
+
+    #[test]
+    fn a_policy_is_its_name_and_algorithm() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let one = policy(Quota::per_hour(1));
+        let two = policy(Quota::per_hour(2));
+        assert!(store.apply_now(&"k", Change::Charge(1), &one).is_allowed());
+        assert!(!store.apply_now(&"k", Change::Charge(1), &one).is_allowed());
+        // A new quota under the same name inherits the debt: an hour, two units of 30 min.
+        assert!(!store.apply_now(&"k", Change::Charge(1), &two).is_allowed());
+        // The same quota under another name counts apart.
+        let other = named("other", Quota::per_hour(1));
+        assert!(store
+            .apply_now(&"k", Change::Charge(1), &other)
+            .is_allowed());
+    }
+
+    #[test]
+    fn looking_and_denying_remember_nothing() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let policy = policy(Quota::per_second(1).burst(2));
+        assert_eq!(
+            store.apply_now(&"k", Change::Charge(0), &policy)[0].remaining,
+            2
+        );
+        assert_eq!(
+            store.apply_now(&"k", Change::Charge(3), &policy)[0].outcome,
+            Outcome::CostExceedsBurst
+        );
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn several_policies_charge_all_or_nothing_across_threads() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let (wide, narrow) = (
+            named("wide", Quota::per_hour(100)),
+            named("narrow", Quota::per_hour(60)),
+        );
+        let policies = both(&wide, &narrow);
+        assert_eq!(admitted_by_threads(&store, &policies), 60);
+        // Thousands of refusals by "narrow" spent nothing of "wide".
+        let look = store.apply_now(&"hot", Change::Charge(0), &policies);
+        assert_eq!((look[0].remaining, look[1].remaining), (40, 0));
+    }
+
+    #[test]
+    fn a_refusal_by_one_policy_reports_the_others_uncharged() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let (second, hour) = (
+            named("second", Quota::per_second(2)),
+            named("hour", Quota::per_hour(5)),
+        );
+        let policies = both(&second, &hour);
+        for left in [(1, 4), (0, 3)] {
+            let decisions = store.apply_now(&"k", Change::Charge(1), &policies);
+            assert!(decisions.is_allowed());
+            assert_eq!((decisions[0].remaining, decisions[1].remaining), left);
+        }
+        let refused = store.apply_now(&"k", Change::Charge(1), &policies);
+        assert_eq!(refused.violated().collect::<Vec<_>>(), [0]);
+        assert_eq!(refused[1].outcome, Outcome::Allowed);
+        assert_eq!(refused[1].remaining, 3);
+        assert_eq!(
+            refused.summary().outcome,
+            Outcome::Denied {
+                retry_after: Some(Duration::from_millis(500))
+            }
+        );
+        // A cost above one burst is refused as such, and charges the other nothing.
+        let too_costly = store.apply_now(&"k", Change::Charge(4), &policies);
+        assert_eq!(too_costly.summary().outcome, Outcome::CostExceedsBurst);
+        clock.advance(Duration::from_secs(1));
+        let decisions = store.apply_now(&"k", Change::Charge(2), &policies);
+        assert_eq!((decisions[0].remaining, decisions[1].remaining), (0, 1));
+        // A policy keeps one state, alone or in a set.
+        assert_eq!(
+            store.apply_now(&"k", Change::Charge(0), &hour)[0].remaining,
+            1
+        );
+    }
+
+    #[test]
+    fn sweeps_drop_the_idle_policies_of_a_set() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let policies = both(
+            &named("second", Quota::per_second(1)),
+            &named("minute", Quota::per_minute(1)),
+        );
+        for key in 0..FIRST_SWEEP_AT as u64 / 2 {
+            store.apply_now(&key, Change::Charge(1), &policies);
+        }
+        assert_eq!(store.len(), FIRST_SWEEP_AT);
+        clock.advance(Duration::from_secs(1));
+        store.apply_now(&u64::MAX, Change::Charge(1), &policies);
+        // Full again under "second" only: those states go, the others stay.
+        assert_eq!(store.len(), FIRST_SWEEP_AT / 2 + 2);
+        assert!(!store
+            .apply_now(&0, Change::Charge(1), &policies)
+            .is_allowed());
+        clock.advance(Duration::from_secs(60));
+        assert!(store
+            .apply_now(&0, Change::Charge(1), &policies)
+            .is_allowed());
+    }
+}
+
+#[cfg(test)]
+mod management {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::{Algorithm, Outcome, Quota};
+
+    fn policy(name: &str, quota: Quota) -> Policies {
+        Policy::new(name, quota, Algorithm::TokenBucket)
+            .unwrap()
+            .into()
+    }
+
+    /// How many of 4 threads × `requests` on one key `store` admits.
+    fn charged_by_threads(
+        store: &MemoryStore<&str, ManualClock>,
+        policy: &Policies,
+        requests: usize,
+    ) -> u64 {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..requests)
+                            .filter(|_| {
+                                store
+                                    .apply_now(&"k", Change::Charge(1), policy)
+                                    .is_allowed()
+                            })
+                            .count() as u64
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    }
+
+    #[test]
+    fn refunds_racing_charges_never_over_admit() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let policy = policy("default", Quota::per_hour(1).burst(50));
+        let refunded = AtomicU64::new(0);
+        let admitted = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    // Count the units each refund really gave back.
+                    let before = store.apply_now(&"k", Change::Charge(0), &policy)[0].remaining;
+                    let after = store.apply_now(&"k", Change::Refund(1), &policy)[0].remaining;
+                    refunded.fetch_add(after.saturating_sub(before).min(1), Relaxed);
+                }
+            });
+            charged_by_threads(&store, &policy, 2000)
+        });
+        // Every admission was paid by the burst or by a refund (at most one unit each,
+        // at least what was seen), and nothing was lost.
+        let left = store.apply_now(&"k", Change::Charge(0), &policy)[0].remaining;
+        assert!(admitted + left <= 50 + 200, "{admitted} + {left}");
+        assert!(
+            admitted + left >= 50 + refunded.load(Relaxed) / 2,
+            "{admitted} + {left}"
+        );
+    }
+
+    #[test]
+    fn resets_racing_charges_admit_the_burst_after_each_reset() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let policy = policy("default", Quota::per_hour(1).burst(10));
+        for _ in 0..50 {
+            store.apply_now(&"k", Change::Reset, &policy);
+            assert_eq!(charged_by_threads(&store, &policy, 20), 10);
+        }
+    }
+
+    #[test]
+    fn management_of_unknown_keys_remembers_nothing() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let policy = policy("default", Quota::per_second(1).burst(3));
+        assert_eq!(
+            store.apply_now(&"k", Change::Reset, &policy)[0].remaining,
+            3
+        );
+        assert_eq!(
+            store.apply_now(&"k", Change::Refund(2), &policy)[0].remaining,
+            3
+        );
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_block_holds_a_fixed_quota_too_then_lifts() {
+        let clock = ManualClock::new();
+        let store = MemoryStore::with_clock(clock.clone());
+        let fixed = policy("trial", Quota::fixed(3));
+        let blocked = store.apply_now(&"k", Change::Block(Duration::from_secs(60)), &fixed);
+        let retry = Some(Duration::from_secs(60));
+        assert_eq!(blocked[0].outcome, Outcome::Denied { retry_after: retry });
+        clock.advance(Duration::from_secs(60));
+        let decision = store.apply_now(&"k", Change::Charge(1), &fixed);
+        assert_eq!((decision.is_allowed(), decision[0].remaining), (true, 2));
+    }
+}
