@@ -505,3 +505,120 @@ async fn per_route_quotas_compose_layers_over_one_store() {
         429
     );
 }
+
+/// The `RateLimit` field of each of `count` requests through `layer` over a failing store.
+async fn fallback_fields(
+    layer: RateLimitLayer<key::Global, FailingStore>,
+    count: usize,
+) -> Vec<String> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = tower::Layer::layer(&layer, counting_service(&calls));
+    let mut fields = Vec::new();
+    for _ in 0..count {
+        let response = service
+            .clone()
+            .oneshot(request("GET", "/", CLIENT))
+            .await
+            .unwrap();
+        let field = response.headers()["ratelimit"].to_str().unwrap().to_owned();
+        fields.push(format!("{} {field}", response.status().as_u16()));
+    }
+    fields
+}
+
+#[tokio::test]
+async fn the_fallback_share_scales_every_policy_of_a_set() {
+    let policies = Policies::new([
+        Policy::new("burst", Quota::per_hour(4), Algorithm::TokenBucket).unwrap(),
+        Policy::new("daily", Quota::per_day(6), Algorithm::TokenBucket).unwrap(),
+    ])
+    .unwrap();
+    let layer = RateLimitLayer::with_policy(key::Global, FailingStore, policies).fallback_share(2);
+    // Half of each: 2 per hour and 3 per day, and the daily allowance is still there.
+    assert_eq!(
+        fallback_fields(layer, 3).await,
+        [
+            r#"200 "burst";r=1;t=1800, "daily";r=2;t=28800"#,
+            r#"200 "burst";r=0;t=1800, "daily";r=1;t=28800"#,
+            r#"429 "burst";r=0;t=1800, "daily";r=1;t=28800"#,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn builder_methods_commute() {
+    let layer = || RateLimitLayer::new(key::Global, FailingStore, Quota::per_hour(4));
+    let one = layer().algorithm(Algorithm::FixedWindow).fallback_share(2);
+    let other = layer().fallback_share(2).algorithm(Algorithm::FixedWindow);
+    let (one, other) = (
+        fallback_fields(one, 3).await,
+        fallback_fields(other, 3).await,
+    );
+    assert_eq!(one, other);
+    assert!(one[2].starts_with("429"), "{one:?}");
+}
+
+#[tokio::test]
+async fn a_key_error_releases_the_readiness_the_inner_service_reserved() {
+    let layer = RateLimitLayer::new(
+        key::Header::new("x-api-key"),
+        MemoryStore::new(),
+        Quota::per_second(5),
+    );
+    let inner = tower::limit::ConcurrencyLimit::new(
+        tower::service_fn(|_: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }),
+        1,
+    );
+    let service = tower::Layer::layer(&layer, inner);
+    let mut first = service.clone();
+    let response = first
+        .ready()
+        .await
+        .unwrap()
+        .call(request("GET", "/", CLIENT))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // The only permit went back with the refused request: a clone can get ready.
+    let mut second = service.clone();
+    let ready = tokio::time::timeout(Duration::from_secs(5), second.ready()).await;
+    assert!(ready.is_ok(), "the permit is still held");
+}
+
+#[tokio::test]
+async fn refund_if_counts_only_failed_logins() {
+    let store = MemoryStore::with_clock(ManualClock::new());
+    let layer = RateLimitLayer::new(key::PeerIp, store, Quota::per_hour(1).burst(3))
+        .refund_if(|status, _| status.is_success());
+    let app = Router::new()
+        .route(
+            "/login",
+            post(|body: String| async move {
+                if body == "right" {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                }
+            }),
+        )
+        .layer(layer.clone());
+    let login = |password: &str| {
+        let mut request = request("POST", "/login", CLIENT);
+        *request.body_mut() = Body::from(password.to_owned());
+        send(&app, request)
+    };
+    // Successes are free, any number of them.
+    for _ in 0..5 {
+        assert_eq!(login("right").await.status(), 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(login("wrong").await.status(), 401);
+    }
+    assert_eq!(login("right").await.status(), 429);
+    // The layer's limiter is the very state: a reset lets the client in again.
+    let peer: std::net::IpAddr = CLIENT.parse::<std::net::SocketAddr>().unwrap().ip();
+    layer.limiter().reset(&peer).await.unwrap();
+    assert_eq!(login("right").await.status(), 200);
+}
