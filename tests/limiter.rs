@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tower_ratelimit::clock::{ManualClock, TokioClock};
 use tower_ratelimit::store::{MemoryStore, StoreErrorKind, MAX_BLOCK};
-use tower_ratelimit::{Algorithm, Limiter, Outcome, Policies, Policy, Quota, WaitError};
+use tower_ratelimit::{Algorithm, Limiter, Outcome, Policy, Quota, WaitError};
 
 fn limiter(
     quota: Quota,
@@ -211,6 +211,40 @@ mod redis {
         // The debt is an hour: under the new quota that is 20 units spent, none left.
         assert!(!new.check(&"k".to_owned()).await.unwrap().is_allowed());
         assert!(!old.check(&"k".to_owned()).await.unwrap().is_allowed());
+    }
+
+    /// What the deny cache does when a key's state vanishes behind its back (an external
+    /// `DEL`, Redis losing its data): the app server that saw the denial keeps denying
+    /// locally until the bound it recorded has passed; the others ask Redis and admit. A
+    /// reset through the limiter clears this server's cache at once.
+    #[tokio::test]
+    async fn an_external_del_is_seen_by_other_servers_and_by_a_reset() {
+        let server = RedisServer::start();
+        let prefix = unique_prefix("del");
+        let quota = Quota::per_hour(1).burst(2);
+        let (a, b) = (
+            Limiter::new(store(&server, &prefix).await, quota),
+            Limiter::new(store(&server, &prefix).await, quota),
+        );
+        let key = "k".to_owned();
+        assert_eq!(a.check_n(&key, 2).await.unwrap()[0].remaining, 0);
+        assert!(
+            !a.check(&key).await.unwrap().is_allowed(),
+            "denied, and cached"
+        );
+        let storage_key = a.store().storage_key(&key, &a.policies()[0]);
+        let client = ::redis::Client::open(server.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = ::redis::cmd("DEL")
+            .arg(&storage_key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let local = a.check(&key).await.unwrap();
+        assert!(!local.is_allowed(), "still denied from the deny cache");
+        assert!(b.check(&key).await.unwrap().is_allowed(), "Redis admits");
+        a.reset(&key).await.unwrap();
+        assert!(a.check(&key).await.unwrap().is_allowed());
     }
 
     #[tokio::test]
