@@ -103,15 +103,37 @@ impl ManualClock {
         Self::default()
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`. It stops at `u64::MAX` nanoseconds (about 584
+    /// years) rather than wrapping around.
     pub fn advance(&self, by: Duration) {
-        self.nanos
-            .fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_add(by))
+            });
     }
 }
 
 impl Clock for ManualClock {
     fn now_nanos(&self) -> u64 {
         self.nanos.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_saturates() {
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(18_446_744_074));
+        assert_eq!(clock.now_nanos(), u64::MAX);
+
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_nanos(u64::MAX));
+        clock.advance(Duration::from_nanos(2));
+        assert_eq!(clock.now_nanos(), u64::MAX);
     }
 }
