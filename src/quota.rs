@@ -69,17 +69,32 @@ impl Quota {
     }
 
     /// `limit` requests per `period_secs` seconds given as a float (for configuration files
-    /// and command lines). NaN, infinite, negative or unrepresentable periods are an error.
+    /// and command lines). The period is rounded up to whole nanoseconds, so the quota never
+    /// admits more than asked. NaN, infinite, negative or unrepresentable periods are an
+    /// error.
     ///
     /// ```
+    /// use std::time::Duration;
     /// use tower_ratelimit::{Quota, QuotaError};
     ///
-    /// assert!(Quota::per_secs_f64(5, 0.5).is_ok());
+    /// let third = Quota::per_secs_f64(1, 1.0 / 3.0)?;
+    /// assert_eq!(third.period(), Some(Duration::from_nanos(333_333_334)));
     /// assert_eq!(Quota::per_secs_f64(5, f64::NAN), Err(QuotaError::InvalidPeriod));
+    /// # Ok::<(), QuotaError>(())
     /// ```
     pub fn per_secs_f64(limit: u64, period_secs: f64) -> Result<Self, QuotaError> {
-        let period =
+        let nearest =
             Duration::try_from_secs_f64(period_secs).map_err(|_| QuotaError::InvalidPeriod)?;
+        if period_secs > 0.0 && period_secs < limit as f64 / 1e9 {
+            return Err(QuotaError::RateTooHigh);
+        }
+        // `nearest` is the nearest nanosecond; the next one when that is short of the period.
+        // (0.1 is a little above a tenth in binary, but it is how 100 ms is written.)
+        let period = if (nearest.as_nanos() as f64 / 1e9) < period_secs {
+            nearest + Duration::from_nanos(1)
+        } else {
+            nearest
+        };
         let quota = Self::new(limit, period);
         quota.validate()?;
         Ok(quota)
@@ -265,5 +280,25 @@ mod tests {
             );
         }
         assert_eq!(Quota::per_secs_f64(1, 0.0), Err(QuotaError::ZeroPeriod));
+        // 2.5 and 3 requests per nanosecond: too fast, however the period rounds.
+        assert_eq!(Quota::per_secs_f64(1, 0.4e-9), Err(QuotaError::RateTooHigh));
+        assert_eq!(Quota::per_secs_f64(3, 1e-9), Err(QuotaError::RateTooHigh));
+    }
+
+    #[test]
+    fn float_periods_round_up_to_the_nanosecond() {
+        let third = Quota::per_secs_f64(1, 1.0 / 3.0).unwrap();
+        assert_eq!(third.period(), Some(Duration::from_nanos(333_333_334)));
+        assert_eq!(
+            third.interval_nanos(),
+            Quota::per_second(3).interval_nanos()
+        );
+        assert_eq!(Quota::per_secs_f64(3, 1.0), Ok(Quota::per_second(3)));
+        // 0.1 is a little above a tenth in binary; that is not a nanosecond more.
+        let tenth = Quota::per_secs_f64(1, 0.1).unwrap();
+        assert_eq!(tenth.period(), Some(Duration::from_millis(100)));
+        let long = Quota::per_secs_f64(1, 519.849_219_518).unwrap();
+        assert_eq!(long.period(), Some(Duration::from_nanos(519_849_219_518)));
+        assert!(Quota::per_secs_f64(1, 1e-9).is_ok());
     }
 }
