@@ -38,7 +38,8 @@ use support::{quota_flag, QuotaArgs};
 use tower_ratelimit::key::{self, KeyError, KeyExtractor};
 use tower_ratelimit::store::{MemoryStore, Store};
 use tower_ratelimit::{
-    weight, Algorithm, DecisionEvent, FailurePolicy, Policy, RateLimitLayer, RequestHead,
+    weight, Algorithm, DecisionEvent, FailurePolicy, Policy, PolicyError, RateLimitLayer,
+    RequestHead,
 };
 
 #[derive(Parser)]
@@ -204,8 +205,12 @@ async fn main() -> std::io::Result<()> {
     let policy = args
         .quota
         .quota()
+        .map_err(PolicyError::Quota)
         .and_then(|quota| Policy::new("default", quota, algorithm))
-        .unwrap_or_else(|error| fail(quota_flag(error), error));
+        .unwrap_or_else(|error| match error {
+            PolicyError::Quota(error) => fail(quota_flag(error), error),
+            other => fail("--algorithm", other),
+        });
     if !args.redis_cluster.is_empty() {
         let store = redis_cluster_store(&args.redis_cluster).await;
         return serve(args, policy, store).await;

@@ -1,10 +1,14 @@
 //! The rate-limit response headers and their exact formats.
 //!
-//! * IETF `draft-ietf-httpapi-ratelimit-headers-10`, one item per policy:
-//!   `RateLimit-Policy: "default";q=<burst>;w=<period seconds>` and
-//!   `RateLimit: "default";r=<remaining>;t=<seconds until more quota>`; with several
-//!   policies, a list in their order:
-//!   `RateLimit: "burst";r=9;t=1, "daily";r=9999;t=9`.
+//! * IETF `draft-ietf-httpapi-ratelimit-headers-11`, one item per policy, names as
+//!   Structured Field strings (`"` and `\` escaped):
+//!   `RateLimit-Policy: "default";q=<burst>;w=<seconds>`, where `w` is the time the policy
+//!   takes to give the whole burst back (rounded up, at least 1), so a client that never
+//!   puts more than `q` units into any `w`-second interval is never refused; and
+//!   `RateLimit: "default";r=<available quota>;t=<effective window>`: `r` the units the key
+//!   can spend now, `t` the seconds until more quota is available (rounded up; 0 when the
+//!   bucket is full; after a refusal, when the request would pass). With several
+//!   policies, a list in their order: `RateLimit: "burst";r=9;t=1, "daily";r=9999;t=9`.
 //! * The widespread `X-RateLimit-Limit` (burst), `X-RateLimit-Remaining` and
 //!   `X-RateLimit-Reset`. Services disagree on what `X-RateLimit-Reset` means; here it is
 //!   the same as `t`: **delta seconds** until more quota arrives, rounded up (0 when the
@@ -12,7 +16,7 @@
 //!   [decisive](crate::Decisions::decisive) one (the refusing one, or the one with the
 //!   least quota left).
 //! * On rejections, `Retry-After`: whole seconds, rounded up, at least 1, never earlier
-//!   than `t`.
+//!   than the `t` of any policy that refused the request.
 //!
 //! Times are rounded up so a client that waits as told is never early. `w` and `t` are
 //! left out for a quota that never refills, and so is `Retry-After`.
@@ -26,7 +30,7 @@ use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{Decision, Decisions, Outcome, Policies};
+use crate::{Algorithm, Decision, Decisions, Outcome, Policies, Policy};
 
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -86,21 +90,12 @@ impl HeaderWriter {
 
     /// A writer that formats every field afresh, for policies picked per request.
     fn uncached(which: RateLimitHeaders, policies: &Policies) -> Self {
-        let items: Vec<String> = policies
-            .iter()
-            .map(|policy| {
-                let quota = policy.quota();
-                let window = quota
-                    .period()
-                    .map_or(String::new(), |p| format!(";w={}", ceil_secs(p)));
-                format!("\"{}\";q={}{window}", policy.name(), quota.burst_size())
-            })
-            .collect();
+        let items: Vec<String> = policies.iter().map(policy_item).collect();
         Self {
             which,
             item_starts: policies
                 .iter()
-                .map(|policy| format!("\"{}\";r=", policy.name()))
+                .map(|policy| format!("{};r=", sf_string(policy.name())))
                 .collect(),
             policy: HeaderValue::try_from(items.join(", ")).expect("policy names are sf-strings"),
             cache_id: None,
@@ -183,6 +178,42 @@ impl HeaderWriter {
         }
         HeaderValue::from_maybe_shared(Bytes::from(field)).expect("ascii")
     }
+}
+
+/// One policy's item of the `RateLimit-Policy` field: `"<name>";q=<burst>;w=<seconds>`,
+/// a budget no client is refused for: one that never puts more than `q` units into any
+/// `w`-second interval passes every time. `w` is the time the policy takes to give the
+/// whole burst back, rounded up to whole seconds (at least 1): `burst × period / limit`
+/// for the buckets, the period for the fixed window, and two periods for the sliding
+/// window, whose estimate still counts part of the previous window. A fixed quota never
+/// refills, so it has no `w`.
+fn policy_item(policy: &Policy) -> String {
+    let quota = policy.quota();
+    let window = quota.period().map(|period| match policy.algorithm() {
+        Algorithm::FixedWindow => period,
+        Algorithm::SlidingWindow => period * 2,
+        _ => Duration::from_nanos(quota.interval_nanos().unwrap_or(0) * quota.burst_size()),
+    });
+    let window = window.map_or(String::new(), |w| format!(";w={}", ceil_secs(w).max(1)));
+    format!(
+        "{};q={}{window}",
+        sf_string(policy.name()),
+        quota.burst_size()
+    )
+}
+
+/// `name` as a Structured Field string (RFC 8941): quoted, `"` and `\` escaped.
+fn sf_string(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// Appends `n` in decimal.
@@ -268,7 +299,8 @@ mod tests {
             Quota::per_second(1).burst(5),
             decision(Outcome::Allowed, 4, Some(Duration::from_millis(1))),
         );
-        assert_eq!(headers["ratelimit-policy"], r#""default";q=5;w=1"#);
+        // Five at once, then one per second: the whole burst is back after 5 s.
+        assert_eq!(headers["ratelimit-policy"], r#""default";q=5;w=5"#);
         assert_eq!(headers["ratelimit"], r#""default";r=4;t=1"#);
         assert_eq!(headers["x-ratelimit-limit"], "5");
         assert_eq!(headers["x-ratelimit-remaining"], "4");
@@ -330,6 +362,52 @@ mod tests {
         assert_eq!(headers["ratelimit"], r#""default";r=0"#);
         assert!(headers.get("x-ratelimit-reset").is_none());
         assert!(headers.get("retry-after").is_none());
+    }
+
+    #[test]
+    fn names_are_escaped_structured_field_strings() {
+        let policy = Policy::new(r#"a "b" \c"#, Quota::per_minute(1), Algorithm::TokenBucket);
+        let writer = HeaderWriter::new(RateLimitHeaders::Ietf, &policy.unwrap().into());
+        assert_eq!(writer.policy, r#""a \"b\" \\c";q=1;w=60"#);
+    }
+
+    proptest::proptest! {
+        /// The advertised budget holds: arrivals that never put more than `q` units into
+        /// any half-open interval of `w` (exact, before rounding to seconds) all pass.
+        #[test]
+        fn a_client_within_the_advertised_budget_is_never_refused(
+            limit in 1u64..6,
+            period_ms in 1u64..40,
+            burst in 1u64..6,
+            algorithm in 0usize..4,
+            arrivals in crate::algorithm::testing::arrivals(),
+        ) {
+            let algorithm = [
+                Algorithm::TokenBucket,
+                Algorithm::LeakyBucketShaper { max_delay: Duration::ZERO },
+                Algorithm::FixedWindow,
+                Algorithm::SlidingWindow,
+            ][algorithm];
+            let quota = Quota::new(limit, Duration::from_millis(period_ms)).burst(burst);
+            let policy = Policy::new("p", quota, algorithm).unwrap();
+            let window = match algorithm {
+                Algorithm::FixedWindow => period_ms * 1_000_000,
+                Algorithm::SlidingWindow => 2 * period_ms * 1_000_000,
+                _ => quota.interval_nanos().unwrap() * burst,
+            };
+            let (mut state, mut now, mut kept) = (0, 0, Vec::<(u64, u64)>::new());
+            for (gap, cost) in arrivals {
+                now += gap;
+                let recent: u64 = kept.iter().filter(|(t, _)| t + window > now).map(|(_, c)| c).sum();
+                if cost == 0 || recent + cost > burst {
+                    continue;
+                }
+                let (decision, next) = algorithm.decide(state, now, cost, policy.quota());
+                proptest::prop_assert_eq!(decision.outcome, Outcome::Allowed, "at {} cost {}", now, cost);
+                state = next.unwrap_or(state);
+                kept.push((now, cost));
+            }
+        }
     }
 
     #[test]

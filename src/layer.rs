@@ -299,7 +299,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     /// let pro = Policy::new("pro", Quota::per_second(100), Algorithm::TokenBucket)?;
     /// let layer = RateLimitLayer::new(key::Header::new("x-api-key"), MemoryStore::new(), Quota::per_second(10))
     ///     .policy_for(move |api_key, _| api_key.as_bytes().starts_with(b"pro_").then(|| pro.clone()));
-    /// # Ok::<(), tower_ratelimit::QuotaError>(())
+    /// # Ok::<(), tower_ratelimit::PolicyError>(())
     /// ```
     pub fn policy_for<F, P>(mut self, resolve: F) -> Self
     where

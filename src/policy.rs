@@ -1,9 +1,11 @@
 //! [`Policy`]: a named quota enforced with one algorithm, and [`Policies`]: those a
 //! request must all pass.
 
+use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::store::StoreError;
 use crate::{Algorithm, Quota, QuotaError};
 
 /// A [`Quota`] under a name, enforced with an [`Algorithm`].
@@ -23,23 +25,17 @@ pub struct Policy {
 impl Policy {
     /// A validated policy.
     ///
-    /// The name must be a valid structured-field string (printable ASCII); anything else
-    /// is replaced by `_` so headers stay well-formed.
-    pub fn new(name: &str, quota: Quota, algorithm: Algorithm) -> Result<Self, QuotaError> {
+    /// The name is printable ASCII (spaces, quotes and backslashes included: the headers
+    /// escape them); anything else is [`PolicyError::InvalidName`], so two names never
+    /// end up as one.
+    pub fn new(name: &str, quota: Quota, algorithm: Algorithm) -> Result<Self, PolicyError> {
         quota.validate()?;
         algorithm.validate(&quota)?;
-        let name: String = name
-            .chars()
-            .map(|c| {
-                if (' '..='~').contains(&c) && c != '"' && c != '\\' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        if name.is_empty() || !name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return Err(PolicyError::InvalidName(name.to_owned()));
+        }
         Ok(Self {
-            fingerprint: fingerprint(&name, &quota, algorithm),
+            fingerprint: fingerprint(name, &quota, algorithm),
             name: name.into(),
             quota,
             algorithm,
@@ -85,7 +81,7 @@ impl Policy {
 /// ])?;
 /// assert_eq!(policies.len(), 2);
 /// assert_eq!(policies[1].name(), "daily");
-/// # Ok::<(), tower_ratelimit::QuotaError>(())
+/// # Ok::<(), tower_ratelimit::PolicyError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policies {
@@ -95,16 +91,16 @@ pub struct Policies {
 
 impl Policies {
     /// The policies, in the order the headers list them. Fails if there is none
-    /// ([`QuotaError::NoPolicy`]) or two share a name ([`QuotaError::DuplicateName`]).
-    pub fn new(policies: impl IntoIterator<Item = Policy>) -> Result<Self, QuotaError> {
+    /// ([`PolicyError::NoPolicy`]) or two share a name ([`PolicyError::DuplicateName`]).
+    pub fn new(policies: impl IntoIterator<Item = Policy>) -> Result<Self, PolicyError> {
         let list: Arc<[Policy]> = policies.into_iter().collect();
         if list.is_empty() {
-            return Err(QuotaError::NoPolicy);
+            return Err(PolicyError::NoPolicy);
         }
         let mut names: Vec<&str> = list.iter().map(Policy::name).collect();
         names.sort_unstable();
-        if names.windows(2).any(|pair| pair[0] == pair[1]) {
-            return Err(QuotaError::DuplicateName);
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(PolicyError::DuplicateName(pair[0].to_owned()));
         }
         let fingerprint = match &*list {
             [one] => one.fingerprint(),
@@ -133,6 +129,54 @@ impl From<Policy> for Policies {
         Self {
             fingerprint: policy.fingerprint(),
             list: Arc::new([policy]),
+        }
+    }
+}
+
+/// Why a policy, or a set of them, cannot be used.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The quota cannot be enforced.
+    Quota(QuotaError),
+    /// A name that is empty or not printable ASCII.
+    InvalidName(String),
+    /// A set of policies is empty.
+    NoPolicy,
+    /// Two policies of a set share this name, which headers could not tell apart.
+    DuplicateName(String),
+    /// The store cannot enforce the policy (found when a [`Limiter`](crate::Limiter) is
+    /// built): a quota beyond what it computes exactly, or a name it already holds under
+    /// another quota.
+    Unsupported(StoreError),
+}
+
+impl From<QuotaError> for PolicyError {
+    fn from(error: QuotaError) -> Self {
+        Self::Quota(error)
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Quota(error) => write!(f, "invalid quota: {error}"),
+            Self::InvalidName(name) => {
+                write!(f, "policy name {name:?} is empty or not printable ASCII")
+            }
+            Self::NoPolicy => f.write_str("a limiter needs at least one policy"),
+            Self::DuplicateName(name) => write!(f, "two policies are named {name:?}"),
+            Self::Unsupported(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Quota(error) => Some(error),
+            Self::Unsupported(error) => Some(error),
+            _ => None,
         }
     }
 }
@@ -186,13 +230,20 @@ mod tests {
     }
 
     #[test]
-    fn names_stay_valid_header_strings() {
-        let policy = Policy::new(
-            "a\"b\\c\u{e9}",
-            Quota::per_second(1),
-            Algorithm::TokenBucket,
+    fn names_are_kept_as_given_or_refused() {
+        let policy = |name| Policy::new(name, Quota::per_second(1), Algorithm::TokenBucket);
+        assert_eq!(policy("a \"b\" \\c").unwrap().name(), "a \"b\" \\c");
+        for bad in ["", "caf\u{e9}", "tab\t", "new\nline"] {
+            assert!(
+                matches!(policy(bad), Err(PolicyError::InvalidName(_))),
+                "{bad:?}"
+            );
+        }
+        // Two names that a rewrite would have merged stay two policies.
+        assert_ne!(
+            policy("a_b").unwrap().fingerprint(),
+            policy("a b").unwrap().fingerprint()
         );
-        assert_eq!(policy.unwrap().name(), "a_b_c_");
     }
 
     #[test]
@@ -202,18 +253,18 @@ mod tests {
         assert_eq!(one.fingerprint(), one[0].fingerprint());
         let two = Policies::new([policy("a").unwrap(), policy("b").unwrap()]).unwrap();
         assert_ne!(two.fingerprint(), one.fingerprint());
-        assert_eq!(
+        assert!(matches!(
             Policies::new([policy("a").unwrap(), policy("a").unwrap()]),
-            Err(QuotaError::DuplicateName)
-        );
-        assert_eq!(Policies::new([]), Err(QuotaError::NoPolicy));
+            Err(PolicyError::DuplicateName(name)) if name == "a"
+        ));
+        assert!(matches!(Policies::new([]), Err(PolicyError::NoPolicy)));
     }
 
     #[test]
     fn invalid_quota_is_rejected() {
-        assert_eq!(
+        assert!(matches!(
             Policy::new("default", Quota::per_second(0), Algorithm::TokenBucket),
-            Err(QuotaError::ZeroLimit)
-        );
+            Err(PolicyError::Quota(QuotaError::ZeroLimit))
+        ));
     }
 }

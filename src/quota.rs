@@ -199,10 +199,6 @@ pub enum QuotaError {
     TooLarge,
     /// The algorithm needs a refill period, and a [fixed](Quota::fixed) quota has none.
     NeedsPeriod,
-    /// A set of [`Policies`](crate::Policies) is empty.
-    NoPolicy,
-    /// Two [`Policies`](crate::Policies) share a name, which headers could not tell apart.
-    DuplicateName,
 }
 
 impl fmt::Display for QuotaError {
@@ -215,8 +211,6 @@ impl fmt::Display for QuotaError {
             Self::RateTooHigh => "quota rate must be at most one request per nanosecond",
             Self::TooLarge => "quota burst is too large for its period",
             Self::NeedsPeriod => "this algorithm needs a quota with a refill period",
-            Self::NoPolicy => "a layer needs at least one policy",
-            Self::DuplicateName => "two policies have the same name",
         })
     }
 }

@@ -127,7 +127,29 @@ fn problem_json(
     ] {
         body.push_str(part);
     }
-    for c in detail.chars() {
+    push_escaped(&mut body, detail);
+    body.push('"');
+    if !violated_policies.is_empty() {
+        // Policy names are printable ASCII: only quotes and backslashes need escaping.
+        body.push_str(r#","violated-policies":["#);
+        for (i, policy) in violated_policies.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push('"');
+            push_escaped(&mut body, policy);
+            body.push('"');
+        }
+        body.push(']');
+    }
+    body.push('}');
+    problem_response(status, Bytes::from(body), 1)
+}
+
+/// Appends `text` as the inside of a JSON string: quotes and backslashes escaped, control
+/// characters left out.
+fn push_escaped(body: &mut String, text: &str) {
+    for c in text.chars() {
         match c {
             '"' | '\\' => {
                 body.push('\\');
@@ -137,22 +159,6 @@ fn problem_json(
             c => body.push(c),
         }
     }
-    body.push('"');
-    if !violated_policies.is_empty() {
-        // Policy names are printable ASCII without quotes or backslashes.
-        body.push_str(r#","violated-policies":["#);
-        for (i, policy) in violated_policies.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            body.push('"');
-            body.push_str(policy);
-            body.push('"');
-        }
-        body.push(']');
-    }
-    body.push('}');
-    problem_response(status, Bytes::from(body), 1)
 }
 
 /// A response carrying a problem document, with room for `headers` headers.

@@ -74,7 +74,7 @@ async fn five_pings_pass_and_the_sixth_gets_429() {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             header(&response, "ratelimit-policy"),
-            r#""default";q=5;w=1"#
+            r#""default";q=5;w=5"#
         );
         assert_eq!(
             header(&response, "ratelimit"),
