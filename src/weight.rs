@@ -80,8 +80,10 @@ where
 /// Costs by axum route pattern (`/users/{id}`), read from axum's `MatchedPath`; other
 /// requests cost the [`default`](Table::default) (1).
 ///
-/// The matched route is known only inside the router, so use this weigher in a layer added
-/// with `Router::route_layer`; in `Router::layer` every request costs the default.
+/// axum records the matched route before a router's layers run, so this weigher works in
+/// a layer added with `Router::layer` as well as `Router::route_layer` (both tested). With
+/// `Router::layer`, a request that matches no route (a `404`) costs the default; with
+/// `route_layer` it is not limited at all.
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub fn by_route<I, P>(table: I) -> Table

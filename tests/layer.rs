@@ -172,6 +172,24 @@ async fn per_route_weights_with_route_layer() {
 }
 
 #[tokio::test]
+async fn per_route_weights_with_router_layer() {
+    let store = MemoryStore::with_clock(ManualClock::new());
+    let app = Router::new()
+        .route("/api/upload/{id}", post(|| async { "stored" }))
+        .layer(
+            RateLimitLayer::new(key::PeerIp, store, Quota::per_minute(10))
+                .weight(weight::by_route([("/api/upload/{id}", 3)])),
+        );
+    // axum matches the route before the router's own layers run: charged 3 here too.
+    let response = send(&app, request("POST", "/api/upload/42", CLIENT)).await;
+    assert_eq!(header(&response, "x-ratelimit-remaining"), "7");
+    // An unrouted request reaches the layer with no matched route: the default cost.
+    let missing = send(&app, request("GET", "/nowhere", CLIENT)).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&missing, "x-ratelimit-remaining"), "6");
+}
+
+#[tokio::test]
 async fn a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let key = ClientIp::new(["10.0.0.0/8"]).unwrap();
     let store = MemoryStore::with_clock(ManualClock::new());
