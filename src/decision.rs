@@ -10,6 +10,7 @@ use std::time::Duration;
 /// `retry_after` in [`Outcome::Denied`] is exact (not rounded); the response headers round
 /// it up to whole seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// Whether the request passes, and if not, why.
     pub outcome: Outcome,
@@ -25,6 +26,7 @@ pub struct Decision {
 
 /// Whether a request passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The request passes and its cost is charged.
     Allowed,
@@ -46,6 +48,21 @@ pub enum Outcome {
 }
 
 impl Decision {
+    /// A decision, for stores written outside this crate.
+    pub const fn new(
+        outcome: Outcome,
+        limit: u64,
+        remaining: u64,
+        reset: Option<Duration>,
+    ) -> Self {
+        Self {
+            outcome,
+            limit,
+            remaining,
+            reset,
+        }
+    }
+
     /// Whether the request passes (at once or after a delay).
     pub fn is_allowed(&self) -> bool {
         matches!(self.outcome, Outcome::Allowed | Outcome::Delayed { .. })
@@ -61,7 +78,7 @@ impl Decision {
 /// use std::time::Duration;
 /// use tower_ratelimit::{Decision, Decisions, Outcome};
 ///
-/// let decision = |outcome, remaining| Decision { outcome, limit: 10, remaining, reset: None };
+/// let decision = |outcome, remaining| Decision::new(outcome, 10, remaining, None);
 /// let retry = Duration::from_secs(3);
 /// let decisions = Decisions::new(vec![
 ///     decision(Outcome::Allowed, 7),

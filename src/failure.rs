@@ -5,6 +5,7 @@
 /// The in-process store never fails; this matters for shared stores such as Redis.
 /// Warnings about store failures are logged at most once every 10 seconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailurePolicy {
     /// Let the request through, unlimited and without rate-limit headers.
     Open,

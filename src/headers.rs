@@ -41,6 +41,7 @@ static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-rese
 /// Which rate-limit headers responses carry. `Retry-After` is always sent on rejections
 /// that can be retried.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RateLimitHeaders {
     /// `RateLimit` and `RateLimit-Policy` only.
     Ietf,

@@ -261,6 +261,7 @@ pub struct ClientIp {
 /// Which forwarding header [`ClientIp`] reads. Configure the one your proxy writes: a
 /// header your proxy does not set is entirely under the client's control.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Forwarding {
     /// `X-Forwarded-For: client, proxy1, proxy2` (all lines, in order).
     #[default]
@@ -512,10 +513,26 @@ impl Header {
     ///
     /// # Panics
     ///
-    /// If `name` is not a valid header name.
+    /// If `name` is not a valid header name; [`from_name`](Self::from_name) and
+    /// [`from_static`](Self::from_static) cannot fail at run time.
     pub fn new(name: &str) -> Self {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .unwrap_or_else(|_| panic!("invalid header name {name:?}"));
+        let header = HeaderName::from_bytes(name.as_bytes());
+        Self::from_name(header.unwrap_or_else(|_| panic!("invalid header name {name:?}")))
+    }
+
+    /// Keys requests by header `name`, checked when the constant is built.
+    ///
+    /// ```
+    /// use tower_ratelimit::key::Header;
+    ///
+    /// let api_key = Header::from_static("x-api-key");
+    /// ```
+    pub const fn from_static(name: &'static str) -> Self {
+        Self::from_name(HeaderName::from_static(name))
+    }
+
+    /// Keys requests by header `name`.
+    pub const fn from_name(name: HeaderName) -> Self {
         Self {
             name,
             missing: KeyError::new(

@@ -348,8 +348,8 @@ where
         started: Option<Instant>,
     ) -> Result<Decisions, StoreError> {
         let inner = &*self.inner;
-        let (decided, source) = match decided {
-            Ok(decisions) => (Ok(decisions), DecisionSource::Store),
+        let (decisions, error, source) = match decided {
+            Ok(decisions) => (Some(decisions), None, DecisionSource::Store),
             Err(error) => {
                 if let Some(suppressed) = inner.warnings.allow() {
                     let policy = inner.config.on_store_error;
@@ -361,26 +361,26 @@ where
                         let change = Change::Charge(cost);
                         let store = &inner.config.fallback_store;
                         let decisions = store.apply_now(key, change, &fallback);
-                        (Ok(decisions), DecisionSource::Fallback)
+                        (Some(decisions), Some(error), DecisionSource::Fallback)
                     }
                     FailurePolicy::Open | FailurePolicy::Closed => {
-                        (Err(error), DecisionSource::Unavailable)
+                        (None, Some(error), DecisionSource::Unavailable)
                     }
                 }
             }
         };
-        tracing::trace!(cost, ?source, ?decided, "rate-limit decision");
+        tracing::trace!(cost, ?source, ?decisions, "rate-limit decision");
         if let Some(started) = started {
-            let decisions = decided.as_ref().ok();
-            let decision = decisions.map(Decisions::summary);
+            let decision = decisions.as_ref().map(Decisions::summary);
             let event = DecisionEvent {
                 key,
                 cost,
-                policy: &policies[decisions.map_or(0, Decisions::decisive)],
+                policy: &policies[decisions.as_ref().map_or(0, Decisions::decisive)],
                 decision: decision.as_ref(),
                 policies,
-                decisions,
+                decisions: decisions.as_ref(),
                 source,
+                error: error.as_ref(),
                 latency: started.elapsed(),
             };
             #[cfg(feature = "metrics")]
@@ -392,7 +392,11 @@ where
                 on_decision(&event);
             }
         }
-        decided
+        match (decisions, error) {
+            (Some(decisions), _) => Ok(decisions),
+            (None, Some(error)) => Err(error),
+            (None, None) => unreachable!("a decision or an error"),
+        }
     }
 }
 

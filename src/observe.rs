@@ -31,12 +31,16 @@ pub struct DecisionEvent<'a, Key> {
     pub decisions: Option<&'a Decisions>,
     /// Who decided.
     pub source: DecisionSource,
+    /// Why the store could not decide, when it failed (the fallback or the failure policy
+    /// answered instead).
+    pub error: Option<&'a crate::store::StoreError>,
     /// Time from the request's arrival at the layer to the decision.
     pub latency: Duration,
 }
 
 /// Who decided a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecisionSource {
     /// The layer's store.
     Store,

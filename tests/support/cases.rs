@@ -119,6 +119,7 @@ impl Expected {
             Outcome::CostExceedsBurst => Expected::TooCostly {
                 remaining: decision.remaining,
             },
+            other => return Err(format!("an outcome the tables do not know: {other:?}")),
         };
         if &actual == self {
             Ok(())

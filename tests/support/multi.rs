@@ -44,6 +44,7 @@ pub fn check(step: usize, policies: &Policies, decisions: &Decisions) -> Result<
         Outcome::Denied { .. } => "deny",
         Outcome::CostExceedsBurst => "too-costly",
         Outcome::Delayed { .. } => "delay",
+        _ => "unknown",
     };
     let actual_remaining: Vec<u64> = decisions.iter().map(|d| d.remaining).collect();
     if (&*actual_violated, actual_summary, &*actual_remaining)
