@@ -247,6 +247,41 @@ mod redis {
         assert!(a.check(&key).await.unwrap().is_allowed());
     }
 
+    /// How long `limiter` keeps denying `key` from its deny cache, up to 5 s.
+    async fn denied_for(limiter: &Limiter<String, RedisStore>, key: &String) -> Duration {
+        let started = std::time::Instant::now();
+        while !limiter.check(key).await.unwrap().is_allowed() {
+            assert!(started.elapsed() < Duration::from_secs(5), "still denied");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_reset_or_refund_on_one_app_server_reaches_the_deny_caches_of_the_others() {
+        let server = RedisServer::start();
+        let prefix = unique_prefix("coherent");
+        let quota = Quota::per_hour(1).burst(2);
+        let (a, b) = (
+            Limiter::new(store(&server, &prefix).await, quota),
+            Limiter::new(store(&server, &prefix).await, quota),
+        );
+        let key = "k".to_owned();
+        assert_eq!(a.check_n(&key, 2).await.unwrap()[0].remaining, 0);
+        assert!(
+            !a.check(&key).await.unwrap().is_allowed(),
+            "denied, and cached"
+        );
+        b.reset(&key).await.unwrap();
+        // One pub/sub delivery, not the hour the cached bound would have held.
+        assert!(denied_for(&a, &key).await < Duration::from_secs(1));
+        // That check spent one of the two units: spend the other, and be denied again.
+        assert_eq!(a.check(&key).await.unwrap()[0].remaining, 0);
+        assert!(!a.check(&key).await.unwrap().is_allowed());
+        b.refund(&key, 1).await.unwrap();
+        assert!(denied_for(&a, &key).await < Duration::from_secs(1));
+    }
+
     #[tokio::test]
     async fn a_quota_redis_cannot_compute_exactly_is_refused_when_built() {
         let server = RedisServer::start();

@@ -35,6 +35,15 @@ pub(super) enum Connection {
 }
 
 impl Target {
+    /// The servers' URLs: the one server, or the cluster nodes given.
+    pub(super) fn urls(&self) -> Vec<String> {
+        match self {
+            Self::Single(url) => vec![url.clone()],
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(nodes) => nodes.clone(),
+        }
+    }
+
     /// Connects, for a store whose decisions last at most `deadline`.
     pub(super) async fn connect(&self, deadline: Duration) -> RedisResult<Connection> {
         match self {

@@ -3,9 +3,9 @@
 mod breaker;
 mod cluster;
 mod deny_cache;
+mod invalidation;
 mod key;
 
-use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use redis::{ErrorKind, RedisResult, ServerErrorKind};
 use tokio::sync::Semaphore;
 
 use self::breaker::Breaker;
 use self::cluster::{Connection, Target};
-use self::deny_cache::{DenyCache, Gcra};
+use self::deny_cache::{name_hash, DenyCache, DenyCaches, Gcra};
+use self::invalidation::Listener;
 pub use self::key::RedisKey;
 use super::{Change, Store, StoreError, StoreErrorKind};
 use crate::clock::{Clock, MonotonicClock};
@@ -136,9 +136,12 @@ struct Shared {
     deadline: Duration,
     in_flight: Arc<Semaphore>,
     breaker: Arc<Breaker>,
-    /// One deny cache per key type the store is used with; `None` when turned off.
-    deny_caches: Option<DashMap<TypeId, Box<dyn Any + Send + Sync>>>,
-    deny_cache_capacity: usize,
+    /// `None` when turned off.
+    deny_caches: Option<Arc<DenyCaches>>,
+    /// Where resets and refunds announce the keys they changed.
+    channel: String,
+    /// Listens on `channel` while the deny cache is on.
+    listener: Option<Listener>,
     clock: MonotonicClock,
 }
 
@@ -244,7 +247,11 @@ impl RedisStoreBuilder {
             .query_async(&mut connection)
             .await
             .map_err(failed)?;
-        Ok(self.build(connection, sha))
+        let store = self.build(connection, sha);
+        if let Some(listener) = &store.shared.listener {
+            listener.subscribed().await;
+        }
+        Ok(store)
     }
 
     /// The store at once, without waiting for Redis, for app servers that must start
@@ -272,7 +279,15 @@ impl RedisStoreBuilder {
         Ok(self.build(connection, sha))
     }
 
+    /// The store, its deny caches listening for invalidations (needs a Tokio runtime).
     fn build(self, connection: Connection, sha: String) -> RedisStore {
+        let channel = invalidation::channel(&self.prefix);
+        let deny_caches = self
+            .deny_cache_capacity
+            .map(|capacity| Arc::new(DenyCaches::new(capacity)));
+        let listener = deny_caches.as_ref().map(|caches| {
+            invalidation::listen(self.target.urls(), channel.clone(), Arc::clone(caches))
+        });
         RedisStore {
             shared: Arc::new(Shared {
                 connection,
@@ -281,8 +296,9 @@ impl RedisStoreBuilder {
                 deadline: self.deadline,
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
                 breaker: Arc::new(Breaker::new(self.breaker_failures, self.breaker_cool_down)),
-                deny_caches: self.deny_cache_capacity.map(|_| DashMap::new()),
-                deny_cache_capacity: self.deny_cache_capacity.unwrap_or(0),
+                deny_caches,
+                channel,
+                listener,
                 clock: MonotonicClock::new(),
             }),
         }
@@ -395,17 +411,7 @@ impl Shared {
     where
         K: Hash + Eq + Clone + Send + Sync + 'static,
     {
-        let caches = self.deny_caches.as_ref()?;
-        let id = TypeId::of::<K>();
-        let cache = match caches.get(&id) {
-            Some(cache) => cache,
-            None => caches
-                .entry(id)
-                .or_insert_with(|| Box::new(DenyCache::<K>::new(self.deny_cache_capacity)))
-                .downgrade(),
-        };
-        let cache: &(dyn Any + Send + Sync) = &**cache;
-        cache.downcast_ref::<DenyCache<K>>().map(f)
+        self.deny_caches.as_ref()?.with(f)
     }
 
     /// One script call: `EVALSHA`, or `EVAL` once if Redis does not know the script.
@@ -428,7 +434,8 @@ impl Shared {
         }
         let call = |command: &str, script: &str| {
             let mut call = redis::cmd(command);
-            call.arg(script).arg(keys.len()).arg(keys).arg(&args);
+            call.arg(script).arg(keys.len()).arg(keys);
+            call.arg(&args[..2]).arg(&self.channel).arg(&args[2..]);
             call
         };
         match call("EVALSHA", &self.sha)
@@ -570,7 +577,10 @@ where
                 // which was no earlier than `sent`. (A block's retry is its end: the bound
                 // then denies exactly until the block ends.)
                 let ahead = retry.as_nanos() as u64 + (gcra.burst - cost) * gcra.interval;
-                shared.with_deny_cache(|cache| cache.record(fingerprint, &key, sent + ahead, done));
+                let name = name_hash(&storage_keys[0]);
+                shared.with_deny_cache(|cache| {
+                    cache.record(fingerprint, &key, name, sent + ahead, done)
+                });
             }
             Ok(Decisions::new(decisions))
         })))

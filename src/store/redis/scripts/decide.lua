@@ -10,7 +10,9 @@
 -- ARGV[1]        the change: 0 charge, 1 reset, 2 refund, 3 penalize, 4 block
 -- ARGV[2]        its amount: the cost, the units refunded or charged, or the block's
 --                length in whole microseconds (0 for a reset)
--- ARGV[4i-1..4i+2]  policy i: algorithm (0 token bucket, 1 shaper, 2 fixed window,
+-- ARGV[3]        the channel on which a reset or a refund publishes the name of each key
+--                it changed, so that app servers drop what their deny caches know of it
+-- ARGV[4i..4i+3] policy i: algorithm (0 token bucket, 1 shaper, 2 fixed window,
 --                3 sliding window), time (interval or period, whole microseconds), burst,
 --                max_delay (whole microseconds, the shaper's; 0 otherwise)
 --
@@ -52,13 +54,13 @@ end
 
 local policies, passes, blocked_until = {}, true, 0
 for i, key in ipairs(KEYS) do
-  local algorithm = algorithms[tonumber(ARGV[4 * i - 1])]
+  local algorithm = algorithms[tonumber(ARGV[4 * i])]
   local policy = {
     key = key,
     algorithm = algorithm,
-    time = tonumber(ARGV[4 * i]),
-    burst = tonumber(ARGV[4 * i + 1]),
-    max_delay = tonumber(ARGV[4 * i + 2]),
+    time = tonumber(ARGV[4 * i + 1]),
+    burst = tonumber(ARGV[4 * i + 2]),
+    max_delay = tonumber(ARGV[4 * i + 3]),
   }
   policy.blocked, policy.state = unwrap(redis.call('GET', key))
   function policy.decide(state, cost)
@@ -124,6 +126,9 @@ for _, policy in ipairs(policies) do
       end
     end
     policy.reply = policy.decide(state, 0)
+    if change == 1 or change == 2 then
+      redis.call('PUBLISH', ARGV[3], policy.key)
+    end
   end
   if blocked_until > 0 then
     local wait = blocked_until - now
