@@ -153,7 +153,8 @@ where
                     let (mut inner, mut request, charge) = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    match shared.verdict(decided, &charge, request.headers()) {
+                    let grpc = crate::RequestHead::of(&request).is_grpc();
+                    match shared.verdict(decided, &charge, grpc) {
                         Verdict::Forward(report) => {
                             shared.admit(&mut request, report.as_ref());
                             *this.refund = charge.refund(report.as_ref()).map(Box::new);

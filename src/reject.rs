@@ -5,10 +5,14 @@
 use std::fmt::Write;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::{Decision, Decisions, Outcome, Policies, Policy};
+
+/// Every answer the layer gives instead of the service's is about this request at this
+/// moment: no cache may keep it.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
@@ -120,7 +124,7 @@ fn problem_json(
         r#"{"type":""#,
         problem_type,
         r#"","title":""#,
-        status.canonical_reason().unwrap_or_default(),
+        title(status),
         r#"","status":"#,
         status.as_str(),
         r#","detail":""#,
@@ -161,16 +165,25 @@ fn push_escaped(body: &mut String, text: &str) {
     }
 }
 
+/// The problem's title: the status's reason phrase, as RFC 9110 names it.
+fn title(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "Content Too Large",
+        status => status.canonical_reason().unwrap_or_default(),
+    }
+}
+
 /// A response carrying a problem document, with room for `headers` headers.
 pub(crate) fn problem_response(status: StatusCode, body: Bytes, headers: usize) -> Response<Bytes> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers_mut = response.headers_mut();
-    headers_mut.reserve(headers);
+    headers_mut.reserve(headers + 1);
     headers_mut.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
+    headers_mut.insert(CACHE_CONTROL, NO_STORE);
     response
 }
 
@@ -197,6 +210,7 @@ fn grpc_response(status: StatusCode, message: &str) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(CACHE_CONTROL, NO_STORE);
     headers.insert("grpc-status", HeaderValue::from(code));
     headers.insert(
         "grpc-message",
@@ -251,7 +265,9 @@ mod tests {
     fn cost_above_burst_is_413() {
         let response = rejection(Outcome::CostExceedsBurst, false);
         assert_eq!(response.status(), 413);
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
         let body = std::str::from_utf8(response.body()).unwrap();
+        assert!(body.contains(r#""title":"Content Too Large""#), "{body}");
         assert!(
             body.contains("costs 9") && body.contains("never pass"),
             "{body}"

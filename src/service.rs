@@ -126,12 +126,12 @@ impl RateLimitInfo {
 }
 
 impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
-    /// Turns the limiter's answer into what happens to the request (with these headers).
+    /// Turns the limiter's answer into what happens to the request (a gRPC call or not).
     pub(crate) fn verdict(
         &self,
         decided: Result<Decisions, StoreError>,
         charge: &Charge<K::Key>,
-        headers: &HeaderMap,
+        grpc: bool,
     ) -> Verdict {
         let Ok(decisions) = decided else {
             return match self.limiter.failure_policy() {
@@ -139,7 +139,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
                 _ => Verdict::Answer(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the rate-limit store is unavailable",
-                    is_grpc(headers),
+                    grpc,
                 )),
             };
         };
@@ -165,7 +165,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
             decisions: &report.decisions,
             policies,
             cost: charge.cost,
-            grpc: is_grpc(headers),
+            grpc,
         };
         let mut response = self.refusal(&rejection, &report);
         self.write_headers(response.headers_mut(), &report);
@@ -244,13 +244,6 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
             });
         }
     }
-}
-
-/// Whether a request with these headers is a gRPC call (`content-type: application/grpc*`).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// A refund's outcome, logged and counted if it failed.
@@ -349,7 +342,8 @@ where
                 return ResponseFuture::deciding(check, ready, request, charge, shared);
             }
         };
-        match shared.verdict(decided, &charge, request.headers()) {
+        let grpc = RequestHead::of(&request).is_grpc();
+        match shared.verdict(decided, &charge, grpc) {
             Verdict::Forward(report) => {
                 shared.admit(&mut request, report.as_ref());
                 let refund = charge.refund(report.as_ref());

@@ -229,19 +229,32 @@ async fn grpc_calls_get_resource_exhausted_in_a_trailers_only_response() {
     let app = Router::new()
         .route("/pkg.Svc/Method", post(|| async { "ok" }))
         .layer(RateLimitLayer::new(key::Global, store, Quota::per_hour(1)));
-    let grpc = || {
+    let grpc = |version| {
         Request::post("/pkg.Svc/Method")
+            .version(version)
             .header("content-type", "application/grpc+proto")
             .body(Body::empty())
             .unwrap()
     };
-    assert_eq!(send(&app, grpc()).await.status(), StatusCode::OK);
-    let response = send(&app, grpc()).await;
+    assert_eq!(
+        send(&app, grpc(http::Version::HTTP_2)).await.status(),
+        StatusCode::OK
+    );
+    let response = send(&app, grpc(http::Version::HTTP_2)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "grpc-status"), "8");
     assert_eq!(header(&response, "content-type"), "application/grpc");
+    assert_eq!(header(&response, "cache-control"), "no-store");
     assert!(header(&response, "grpc-message").contains("exceeded"));
     assert!(http_body::Body::is_end_stream(response.body()));
+    // gRPC runs over HTTP/2 only: an HTTP/1.1 request asking for it gets a plain 429.
+    let response = send(&app, grpc(http::Version::HTTP_11)).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/problem+json"
+    );
+    assert_eq!(header(&response, "cache-control"), "no-store");
 }
 
 #[tokio::test]

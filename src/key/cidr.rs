@@ -37,9 +37,7 @@ impl FromStr for Cidr {
     fn from_str(s: &str) -> Result<Self, InvalidCidr> {
         let invalid = || InvalidCidr(s.to_owned());
         let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
-        let network = IpAddr::from_str(addr.trim())
-            .map_err(|_| invalid())?
-            .to_canonical();
+        let network = IpAddr::from_str(addr.trim()).map_err(|_| invalid())?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix.trim() {
             "" => max,
@@ -49,7 +47,15 @@ impl FromStr for Cidr {
                 .filter(|&b| b <= max)
                 .ok_or_else(invalid)?,
         };
-        Ok(Self { network, prefix })
+        // An IPv4-mapped network (`::ffff:127.0.0.0/104`) is the IPv4 network it maps,
+        // since addresses are keyed and matched as IPv4.
+        match network.to_canonical() {
+            IpAddr::V4(v4) if network.is_ipv6() && prefix >= 96 => Ok(Self {
+                network: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            }),
+            _ => Ok(Self { network, prefix }),
+        }
     }
 }
 

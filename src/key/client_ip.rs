@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::StatusCode;
 
 use super::cidr::Cidr;
-use super::forwarded::{forwarded_for, parse_node, split_unquoted, Hops};
+use super::forwarded::{forwarded_for_hops, forwarded_hops};
 use super::peer::{peer_ip, NO_PEER};
 use super::{InvalidCidr, Ipv6Prefix, KeyError, KeyExtractor};
 use crate::RequestHead;
@@ -112,22 +112,12 @@ impl KeyExtractor for ClientIp {
             Forwarding::XForwardedFor => "x-forwarded-for",
             Forwarding::Forwarded => "forwarded",
         });
-        let lines = lines.iter().rev().map(|line| line.to_str().ok());
+        let lines = lines.iter().rev().map(|line| line.as_bytes());
         match self.header {
-            Forwarding::XForwardedFor => self.first_untrusted(
-                peer,
-                lines.flat_map(|line| match line {
-                    Some(line) => Hops::Parsed(line.rsplit(',').map(parse_node)),
-                    None => Hops::Unparsable,
-                }),
-            ),
-            Forwarding::Forwarded => self.first_untrusted(
-                peer,
-                lines.flat_map(|line| match line.filter(|l| !l.contains('\\')) {
-                    Some(line) => Hops::Parsed(split_unquoted(line, ',').map(forwarded_for)),
-                    None => Hops::Unparsable,
-                }),
-            ),
+            Forwarding::XForwardedFor => {
+                self.first_untrusted(peer, lines.flat_map(forwarded_for_hops))
+            }
+            Forwarding::Forwarded => self.first_untrusted(peer, lines.flat_map(forwarded_hops)),
         }
     }
 }

@@ -3,57 +3,43 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-/// The hops of one header line, or a single unparsable hop for a line that is not text.
-pub(super) enum Hops<I> {
-    Parsed(I),
-    Unparsable,
-    Done,
-}
-
-impl<I: Iterator<Item = Option<IpAddr>>> Iterator for Hops<I> {
-    type Item = Option<IpAddr>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Hops::Parsed(hops) => hops.next(),
-            Hops::Unparsable => {
-                *self = Hops::Done;
-                Some(None)
-            }
-            Hops::Done => None,
-        }
-    }
-}
-
-/// Splits `s` on `separator` outside double quotes, from the right. Backslash escapes are
-/// not expected (callers refuse lines containing them).
-pub(super) fn split_unquoted(s: &str, separator: char) -> impl Iterator<Item = &str> {
-    let mut end = s.len();
-    let mut in_quotes = false;
-    let mut chars = s.char_indices().rev().peekable();
+/// Splits `s` on `separator` outside double quotes, from the right. The right end is
+/// written by your own proxies and is read first; whatever the client wrote to its left
+/// (quotes, backslashes, bytes that are not text) is only reached if every hop to its
+/// right is trusted.
+pub(super) fn split_unquoted(s: &[u8], separator: u8) -> impl Iterator<Item = &[u8]> {
+    let mut end = Some(s.len());
     std::iter::from_fn(move || {
-        if end == usize::MAX {
-            return None;
-        }
-        for (i, c) in chars.by_ref() {
-            if c == '"' {
+        let stop = end?;
+        let mut in_quotes = false;
+        for i in (0..stop).rev() {
+            if s[i] == b'"' {
                 in_quotes = !in_quotes;
-            } else if c == separator && !in_quotes {
-                let part = &s[i + 1..end];
-                end = i;
-                return Some(part);
+            } else if s[i] == separator && !in_quotes {
+                end = Some(i);
+                return Some(&s[i + 1..stop]);
             }
         }
-        let part = &s[..end];
-        end = usize::MAX;
-        Some(part)
+        end = None;
+        Some(&s[..stop])
     })
 }
 
+/// The hops of one `X-Forwarded-For` line, rightmost first.
+pub(super) fn forwarded_for_hops(line: &[u8]) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    line.rsplit(|b| *b == b',')
+        .map(|node| std::str::from_utf8(node).ok().and_then(parse_node))
+}
+
+/// The hops of one `Forwarded` line, rightmost first.
+pub(super) fn forwarded_hops(line: &[u8]) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    split_unquoted(line, b',').map(forwarded_for)
+}
+
 /// The `for=` node of one `Forwarded` element.
-pub(super) fn forwarded_for(element: &str) -> Option<IpAddr> {
-    let value = split_unquoted(element, ';').find_map(|pair| {
-        let (name, value) = pair.trim().split_once('=')?;
+fn forwarded_for(element: &[u8]) -> Option<IpAddr> {
+    let value = split_unquoted(element, b';').find_map(|pair| {
+        let (name, value) = std::str::from_utf8(pair).ok()?.trim().split_once('=')?;
         name.trim()
             .eq_ignore_ascii_case("for")
             .then_some(value.trim())
@@ -76,7 +62,7 @@ pub(super) fn forwarded_for(element: &str) -> Option<IpAddr> {
 }
 
 /// An address, optionally with a port (`192.0.2.1`, `192.0.2.1:80`, `[2001:db8::1]:80`).
-pub(super) fn parse_node(node: &str) -> Option<IpAddr> {
+fn parse_node(node: &str) -> Option<IpAddr> {
     let node = node.trim();
     IpAddr::from_str(node)
         .ok()

@@ -13,13 +13,22 @@ use crate::RequestHead;
 /// values cannot grow memory.
 ///
 /// A header is only as trustworthy as whatever sets it: a client can send any value, so
-/// key on headers that an authentication layer in front has verified.
+/// key on headers that an authentication layer in front has verified. A request with
+/// several lines of the header is answered `400`: behind a proxy that appends its own
+/// line, taking the first would let the client pick its bucket. If your proxy appends
+/// the value it vouches for, take that one with [`last_line`](Header::last_line).
 #[derive(Clone, Debug)]
 pub struct Header {
     name: HeaderName,
     missing: KeyError,
     max_len: usize,
+    last_line: bool,
 }
+
+const SEVERAL_LINES: KeyError = KeyError::new(
+    StatusCode::BAD_REQUEST,
+    "the rate-limit key header is sent more than once",
+);
 
 impl Header {
     /// Keys requests by header `name`.
@@ -53,6 +62,7 @@ impl Header {
                 "the rate-limit key header is missing",
             ),
             max_len: 256,
+            last_line: false,
         }
     }
 
@@ -67,16 +77,26 @@ impl Header {
         self.max_len = max_len;
         self
     }
+
+    /// Of several lines of the header, keys by the last (the one your proxy appended)
+    /// instead of answering `400`.
+    pub fn last_line(mut self) -> Self {
+        self.last_line = true;
+        self
+    }
 }
 
 impl KeyExtractor for Header {
     type Key = HeaderValue;
 
     fn extract(&self, request: &RequestHead<'_>) -> Result<HeaderValue, KeyError> {
-        let value = request
-            .headers
-            .get(&self.name)
-            .ok_or(self.missing.clone())?;
+        let mut lines = request.headers.get_all(&self.name).iter();
+        let first = lines.next().ok_or(self.missing.clone())?;
+        let value = match (lines.next_back(), self.last_line) {
+            (None, _) => first,
+            (Some(last), true) => last,
+            (Some(_), false) => return Err(SEVERAL_LINES),
+        };
         if value.len() > self.max_len {
             return Err(KeyError::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

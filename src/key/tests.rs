@@ -204,6 +204,10 @@ fn cidrs_parse_and_match() {
         assert!(bad.parse::<Cidr>().is_err(), "{bad}");
     }
     assert!(ClientIp::new(["10.0.0.0/8", "oops"]).is_err());
+    // IPv4-mapped networks and addresses are the IPv4 ones.
+    let mapped: Cidr = "::ffff:127.0.0.0/104".parse().unwrap();
+    assert!(mapped.contains(ip("127.0.0.1")) && !mapped.contains(ip("128.0.0.1")));
+    assert!(ClientIp::new(["::ffff:127.0.0.1"]).is_ok());
 }
 
 #[test]
@@ -224,4 +228,57 @@ fn header_key_missing_too_long_and_present() {
 #[test]
 fn global_is_one_key() {
     assert_eq!(key(&Global, &request("", &[])), Ok(()));
+}
+
+#[test]
+fn a_client_written_backslash_left_of_a_trusted_entry_changes_nothing() {
+    let forwarded = proxies().header(Forwarding::Forwarded);
+    let req = request(
+        "10.0.0.2",
+        &[("forwarded", r#"for="\"oops\\", for=198.51.100.9"#)],
+    );
+    assert_eq!(key(&forwarded, &req), Ok(ip("198.51.100.9")));
+}
+
+/// A request from the trusted proxy 10.0.0.2 whose `name` line is the client's bytes
+/// followed by what the proxy appended.
+fn appended(name: &str, client: &[u8], proxy: &str) -> Request<()> {
+    let mut line = client.to_vec();
+    line.extend_from_slice(proxy.as_bytes());
+    let mut request = request("10.0.0.2", &[]);
+    let value = HeaderValue::from_bytes(&line).unwrap();
+    request.headers_mut().insert(
+        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        value,
+    );
+    request
+}
+
+proptest::proptest! {
+    /// Whatever the client writes (any bytes a header may carry), the key comes from the
+    /// entry the trusted proxy appended to its right.
+    #[test]
+    fn the_client_part_never_changes_the_key_from_the_proxies_part(
+        client in proptest::collection::vec(
+            proptest::prop_oneof![0x20u8..=0x7e, 0x80u8..=0xff, proptest::strategy::Just(b'\t')],
+            0..40,
+        ),
+    ) {
+        let forwarded = proxies().header(Forwarding::Forwarded);
+        let req = appended("forwarded", &client, ", for=198.51.100.9");
+        proptest::prop_assert_eq!(key(&forwarded, &req), Ok(ip("198.51.100.9")));
+        let req = appended("x-forwarded-for", &client, ", 198.51.100.9");
+        proptest::prop_assert_eq!(key(&proxies(), &req), Ok(ip("198.51.100.9")));
+    }
+}
+
+#[test]
+fn several_lines_of_a_key_header_are_refused_unless_the_last_is_asked_for() {
+    let mut req = request("", &[("x-user-id", "client")]);
+    req.headers_mut()
+        .append("x-user-id", HeaderValue::from_static("proxy"));
+    let refused = key(&Header::new("x-user-id"), &req).unwrap_err();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let last = Header::new("x-user-id").last_line();
+    assert_eq!(key(&last, &req), Ok(HeaderValue::from_static("proxy")));
 }
