@@ -235,7 +235,7 @@ fn main() {
         }
 
         if args.cluster.is_empty() {
-            let key = store.storage_key(&"redis-benchmark", &open_policy()[0]);
+            let key = store.storage_key(&"redis-benchmark", &open_policy(), 0);
             // About as long a run as one of ours.
             let requests = (best * run.as_secs_f64()).max(100_000.0) as u64;
             let (command, reference) =

@@ -80,10 +80,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     /// store cannot enforce.
     pub fn try_new(key: K, store: S, quota: Quota) -> Result<Self, PolicyError> {
         let policy = Policy::new("default", quota, Algorithm::default())?;
-        Ok(Self::from_limiter(
-            key,
-            Limiter::builder(store, policy).build()?,
-        ))
+        Self::try_with_policy(key, store, policy)
     }
 
     /// Limits requests keyed by `key` to a [`Policy`] (a named quota with its algorithm),
@@ -110,13 +107,29 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     /// # Ok::<(), tower_ratelimit::PolicyError>(())
     /// ```
     pub fn with_policy(key: K, store: S, policies: impl Into<Policies>) -> Self {
-        let limiter = Limiter::builder(store, policies).build();
-        Self::from_limiter(key, limiter.unwrap_or_else(|e| panic!("{e}")))
+        Self::try_with_policy(key, store, policies).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`with_policy`](Self::with_policy), returning an error if the store cannot
+    /// enforce the policies.
+    pub fn try_with_policy(
+        key: K,
+        store: S,
+        policies: impl Into<Policies>,
+    ) -> Result<Self, PolicyError> {
+        let policies = policies.into().in_namespace(&key.namespace());
+        Ok(Self::from_limiter(
+            key,
+            Limiter::builder(store, policies).build()?,
+        ))
     }
 
     /// Limits requests keyed by `key` with `limiter`: the layer is its HTTP adapter, and
     /// [`limiter`](Self::limiter) gives it back, so handlers act on the very state the
-    /// layer uses (reset a login counter after a successful login).
+    /// layer uses (reset a login counter after a successful login). The limiter's policies
+    /// are used as they are: the other constructors put them in the key extractor's
+    /// [namespace](KeyExtractor::namespace), this one leaves that to
+    /// [`LimiterBuilder::namespace`].
     ///
     /// ```
     /// use axum::{extract::State, http::{HeaderMap, HeaderValue}, routing::post, Router};
@@ -194,11 +207,13 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
     /// If the algorithm cannot enforce a quota (see [`Algorithm`]); build a [`Policy`]
     /// and use [`with_policy`](Self::with_policy) to handle that as an error.
     pub fn algorithm(self, algorithm: Algorithm) -> Self {
-        let policies = Policies::new(self.limiter.policies().iter().map(|policy| {
+        let current = self.limiter.policies();
+        let policies = Policies::new(current.iter().map(|policy| {
             Policy::new(policy.name(), *policy.quota(), algorithm)
                 .unwrap_or_else(|e| panic!("invalid quota for {algorithm:?}: {e}"))
         }))
-        .expect("the same names as before");
+        .expect("the same names as before")
+        .in_namespace(current.namespace());
         self.reconfigure(|limiter| limiter.policies(policies))
     }
 
@@ -306,8 +321,10 @@ impl<K: KeyExtractor, S: Store<K::Key>> RateLimitLayer<K, S> {
         F: Fn(&K::Key, &RequestHead<'_>) -> Option<P> + Send + Sync + 'static,
         P: Into<Policies>,
     {
+        // Tiers count in the layer's namespace too.
+        let scope = self.limiter.policies().clone();
         self.resolve = Some(Arc::new(move |key: &K::Key, request: &RequestHead<'_>| {
-            resolve(key, request).map(Into::into)
+            resolve(key, request).map(|tier| tier.into().scoped_like(&scope))
         }));
         self
     }

@@ -118,7 +118,7 @@ fn scaled(policies: &Policies, share: u64) -> Policies {
         let scaled = scaled.burst(part(quota.burst_size()));
         Policy::new(policy.name(), scaled, policy.algorithm()).unwrap_or_else(|_| policy.clone())
     }))
-    .unwrap_or_else(|_| policies.clone())
+    .map_or_else(|_| policies.clone(), |scaled| scaled.scoped_like(policies))
 }
 
 /// Settings for a [`Limiter`]; made by [`Limiter::builder`].
@@ -461,6 +461,14 @@ where
         F: Fn(&DecisionEvent<'_, K>) + Send + Sync + 'static,
     {
         self.config.on_decision = Some(Arc::new(f));
+        self
+    }
+
+    /// Counts keys of one kind: state in `namespace` never meets state in another (see
+    /// [`Policies::in_namespace`]). The layer's constructors name it after their key
+    /// extractor.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.config.policies = self.config.policies.in_namespace(namespace);
         self
     }
 

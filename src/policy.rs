@@ -86,6 +86,10 @@ impl Policy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policies {
     list: Arc<[Policy]>,
+    /// The kind of key these policies count (see [`in_namespace`](Self::in_namespace)),
+    /// and its hash (0 for none).
+    namespace: Option<Arc<str>>,
+    scope: u64,
     fingerprint: u64,
 }
 
@@ -102,15 +106,58 @@ impl Policies {
         if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
             return Err(PolicyError::DuplicateName(pair[0].to_owned()));
         }
-        let fingerprint = match &*list {
-            [one] => one.fingerprint(),
-            all => fnv(all.iter().flat_map(|p| p.fingerprint().to_le_bytes())),
-        };
-        Ok(Self { list, fingerprint })
+        Ok(Self::scoped(list, None))
     }
 
-    /// A stable 64-bit digest of every policy's quota and algorithm (for one policy, its
-    /// own fingerprint), for naming state in stores.
+    fn scoped(list: Arc<[Policy]>, namespace: Option<Arc<str>>) -> Self {
+        let scope = namespace
+            .as_deref()
+            .map_or(0, |namespace| fnv(namespace.bytes()));
+        let mut policies = Self {
+            list,
+            namespace,
+            scope,
+            fingerprint: 0,
+        };
+        policies.fingerprint = match policies.list.len() {
+            1 => policies.state_id(0),
+            n => fnv((0..n).flat_map(|i| policies.state_id(i).to_le_bytes())),
+        };
+        policies
+    }
+
+    /// The same policies counting keys of one kind: state under one namespace never
+    /// meets state under another, so an IP address and a header value that reads like
+    /// one never share a bucket. The layer puts its key extractor's
+    /// [`namespace`](crate::key::KeyExtractor::namespace) here. A clone of the list, not
+    /// of the policies.
+    pub fn in_namespace(&self, namespace: &str) -> Self {
+        let namespace = (!namespace.is_empty()).then(|| Arc::from(namespace));
+        Self::scoped(Arc::clone(&self.list), namespace)
+    }
+
+    /// The same policies in the namespace of `other`, without allocating.
+    pub(crate) fn scoped_like(&self, other: &Policies) -> Self {
+        Self::scoped(Arc::clone(&self.list), other.namespace.clone())
+    }
+
+    /// The namespace (empty for none).
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+
+    /// The identity of policy `index`'s state in this namespace: its
+    /// [fingerprint](Policy::fingerprint), mixed with the namespace if there is one.
+    pub fn state_id(&self, index: usize) -> u64 {
+        let policy = self.list[index].fingerprint();
+        match self.scope {
+            0 => policy,
+            scope => fnv(policy.to_le_bytes().into_iter().chain(scope.to_le_bytes())),
+        }
+    }
+
+    /// A stable 64-bit digest of every policy's identity in the namespace (for one
+    /// policy, its [`state_id`](Self::state_id)), for naming state in stores.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
@@ -126,10 +173,7 @@ impl Deref for Policies {
 
 impl From<Policy> for Policies {
     fn from(policy: Policy) -> Self {
-        Self {
-            fingerprint: policy.fingerprint(),
-            list: Arc::new([policy]),
-        }
+        Self::scoped(Arc::new([policy]), None)
     }
 }
 

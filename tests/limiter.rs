@@ -232,7 +232,7 @@ mod redis {
             !a.check(&key).await.unwrap().is_allowed(),
             "denied, and cached"
         );
-        let storage_key = a.store().storage_key(&key, &a.policies()[0]);
+        let storage_key = a.store().storage_key(&key, a.policies(), 0);
         let client = ::redis::Client::open(server.url()).unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
         let _: () = ::redis::cmd("DEL")

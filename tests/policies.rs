@@ -265,3 +265,32 @@ async fn several_policies_are_all_reported_and_refusals_name_the_violated_ones()
         .await
         .ends_with(r#""violated-policies":["hour"]}"#));
 }
+
+#[tokio::test]
+async fn keys_of_different_kinds_never_share_a_bucket_in_one_store() {
+    let store = MemoryStore::<String, ManualClock>::with_clock(ManualClock::new());
+    let from = |name: &'static str| {
+        move |request: &RequestHead<'_>| {
+            let value = request.headers.get(name).ok_or(KeyError::skip("none"))?;
+            Ok::<_, KeyError>(value.to_str().unwrap_or_default().to_owned())
+        }
+    };
+    let quota = Quota::per_hour(1);
+    let users = RateLimitLayer::new(key::named("user", from("x-user")), store.clone(), quota);
+    let tenants = RateLimitLayer::new(key::named("tenant", from("x-tenant")), store, quota);
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(users)
+        .layer(tenants);
+    let call = || {
+        let request = http::Request::get("/")
+            .header("x-user", "acme")
+            .header("x-tenant", "acme")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        send(&app, request)
+    };
+    // User "acme" and tenant "acme": two buckets of one unit each, not one.
+    assert_eq!(call().await.status(), 200);
+    assert_eq!(call().await.status(), 429);
+}

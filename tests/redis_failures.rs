@@ -89,8 +89,10 @@ async fn outage(policy: FailurePolicy, during: &[StatusCode]) {
 
     server.restart();
     let restarted = Instant::now();
-    let policy_key = Policies::from(Policy::new("default", QUOTA, Algorithm::TokenBucket).unwrap());
-    let key = store.storage_key(&(), &policy_key[0]);
+    // The layer counts `key::Global` in its namespace.
+    let policy_key = Policies::from(Policy::new("default", QUOTA, Algorithm::TokenBucket).unwrap())
+        .in_namespace("global");
+    let key = store.storage_key(&(), &policy_key, 0);
     loop {
         let (_, took) = request(&service).await;
         assert!(took <= DEADLINE + SLACK, "request took {took:?}");

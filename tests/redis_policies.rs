@@ -10,8 +10,9 @@ use http::{Request, StatusCode};
 use redis::AsyncCommands;
 use support::redis_server::{unique_prefix, RedisServer};
 use tower::{Layer, ServiceExt};
+use tower_ratelimit::key::KeyError;
 use tower_ratelimit::store::{Change, RedisStore, Store};
-use tower_ratelimit::{key, Algorithm, Policies, Policy, Quota, RateLimitLayer};
+use tower_ratelimit::{key, Algorithm, Policies, Policy, Quota, RateLimitLayer, RequestHead};
 
 async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
     RedisStore::builder(server.url())
@@ -118,7 +119,7 @@ async fn a_key_found_without_a_ttl_gets_one() {
         .await
         .unwrap()
         .is_allowed());
-    let name = store.storage_key(&"k", &policy[0]);
+    let name = store.storage_key(&"k", &policy, 0);
     let _: bool = connection.persist(&name).await.unwrap();
     assert_eq!(connection.pttl::<_, i64>(&name).await.unwrap(), -1);
     // A denied request writes nothing, but restores the TTL: about an hour.
@@ -158,7 +159,7 @@ async fn window_keys_found_without_a_ttl_get_one() {
             .await
             .unwrap()
             .is_allowed());
-        let name = store.storage_key(&"k", &policy[0]);
+        let name = store.storage_key(&"k", &policy, 0);
         let _: bool = connection.persist(&name).await.unwrap();
         // A denial writes nothing, but gives the key back a TTL within its windows.
         assert!(!store
@@ -169,4 +170,75 @@ async fn window_keys_found_without_a_ttl_get_one() {
         let ttl: i64 = connection.pttl(&name).await.unwrap();
         assert!((1..=most).contains(&ttl), "{algorithm:?}: {ttl}");
     }
+}
+
+/// A service behind `layer`, called with a peer address and headers.
+async fn status_of<K>(
+    layer: &RateLimitLayer<K, RedisStore>,
+    peer: &str,
+    headers: &[(&str, &str)],
+) -> StatusCode
+where
+    K: key::KeyExtractor + Clone,
+    K::Key: tower_ratelimit::store::RedisKey,
+{
+    let service = layer.layer(tower::service_fn(|_: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    }));
+    let mut request = Request::get("/");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut request = request.body(()).unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    request.extensions_mut().insert(peer);
+    service.oneshot(request).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn a_header_value_that_reads_like_an_ip_never_charges_that_ip() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("kinds");
+    let quota = Quota::per_hour(1).burst(2);
+    let by_ip = RateLimitLayer::new(key::PeerIp, store(&server, &prefix).await, quota);
+    // User ids as strings, set by an authentication layer in front.
+    let user_id = |request: &RequestHead<'_>| {
+        let value = request
+            .headers
+            .get("x-user-id")
+            .ok_or(KeyError::skip("anonymous"))?;
+        Ok::<_, KeyError>(value.to_str().unwrap_or_default().to_owned())
+    };
+    let by_user = RateLimitLayer::new(user_id, store(&server, &prefix).await, quota);
+    // Someone sends the victim's address as their user id, over and over.
+    for _ in 0..3 {
+        status_of(&by_user, "198.51.100.1:1", &[("x-user-id", "127.0.0.1")]).await;
+    }
+    // The victim's own bucket is untouched.
+    assert_eq!(status_of(&by_ip, "127.0.0.1:1", &[]).await, StatusCode::OK);
+    assert_eq!(status_of(&by_ip, "127.0.0.1:1", &[]).await, StatusCode::OK);
+    assert_eq!(
+        status_of(&by_ip, "127.0.0.1:1", &[]).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn a_header_copied_into_bytes_is_stored_hashed() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("bytes");
+    // As a closure copying the header into a `Vec<u8>` would (the demo's `header:NAME`).
+    let api_key = |request: &RequestHead<'_>| {
+        let value = request
+            .headers
+            .get("x-api-key")
+            .ok_or(KeyError::skip("no key"))?;
+        Ok::<_, KeyError>(value.as_bytes().to_vec())
+    };
+    let layer = RateLimitLayer::new(api_key, store(&server, &prefix).await, Quota::per_hour(5));
+    let status = status_of(&layer, "127.0.0.1:1", &[("x-api-key", "sk_live_secret")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let names = key_names(&server, &prefix).await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(!names[0].contains("sk_live"), "{names:?}");
 }

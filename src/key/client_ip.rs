@@ -103,6 +103,10 @@ impl ClientIp {
 impl KeyExtractor for ClientIp {
     type Key = IpAddr;
 
+    fn namespace(&self) -> String {
+        "ip".to_owned()
+    }
+
     fn extract(&self, request: &RequestHead<'_>) -> Result<IpAddr, KeyError> {
         let peer = peer_ip(request).ok_or(NO_PEER)?;
         if !self.is_trusted(peer) {

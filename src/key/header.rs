@@ -89,6 +89,10 @@ impl Header {
 impl KeyExtractor for Header {
     type Key = HeaderValue;
 
+    fn namespace(&self) -> String {
+        format!("header:{}", self.name)
+    }
+
     fn extract(&self, request: &RequestHead<'_>) -> Result<HeaderValue, KeyError> {
         let mut lines = request.headers.get_all(&self.name).iter();
         let first = lines.next().ok_or(self.missing.clone())?;

@@ -73,6 +73,50 @@ pub trait KeyExtractor: Send + Sync + 'static {
 
     /// The key for `request`, or why it has none.
     fn extract(&self, request: &RequestHead<'_>) -> Result<Self::Key, KeyError>;
+
+    /// What kind of key this is (`ip`, `header:x-api-key`, ...), written into every
+    /// storage key, so that keys of different kinds never share state: a header value that
+    /// reads like an IP address never charges that IP's bucket. Empty (the default, and a
+    /// closure's) for none: name a closure's keys with [`named`].
+    fn namespace(&self) -> String {
+        String::new()
+    }
+}
+
+/// `extractor`, its keys named `namespace` (see [`KeyExtractor::namespace`]).
+///
+/// ```
+/// use tower_ratelimit::{key::{self, KeyError, KeyExtractor}, RequestHead};
+///
+/// let tenant = key::named("tenant", |req: &RequestHead| {
+///     req.uri.path().split('/').nth(1).map(str::to_owned).ok_or(KeyError::skip("no tenant"))
+/// });
+/// assert_eq!(tenant.namespace(), "tenant");
+/// ```
+pub fn named<E: KeyExtractor>(namespace: &str, extractor: E) -> Named<E> {
+    Named {
+        namespace: namespace.to_owned(),
+        extractor,
+    }
+}
+
+/// A key extractor with a namespace of its choosing; see [`named`].
+#[derive(Clone, Debug)]
+pub struct Named<E> {
+    namespace: String,
+    extractor: E,
+}
+
+impl<E: KeyExtractor> KeyExtractor for Named<E> {
+    type Key = E::Key;
+
+    fn extract(&self, request: &RequestHead<'_>) -> Result<E::Key, KeyError> {
+        self.extractor.extract(request)
+    }
+
+    fn namespace(&self) -> String {
+        self.namespace.clone()
+    }
 }
 
 impl<F, T> KeyExtractor for F
@@ -156,6 +200,10 @@ pub struct Global;
 
 impl KeyExtractor for Global {
     type Key = ();
+
+    fn namespace(&self) -> String {
+        "global".to_owned()
+    }
 
     fn extract(&self, _: &RequestHead<'_>) -> Result<(), KeyError> {
         Ok(())

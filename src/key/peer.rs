@@ -35,6 +35,10 @@ impl PeerIp {
 impl KeyExtractor for PeerIp {
     type Key = IpAddr;
 
+    fn namespace(&self) -> String {
+        "ip".to_owned()
+    }
+
     fn extract(&self, request: &RequestHead<'_>) -> Result<IpAddr, KeyError> {
         peer_ip(request).ok_or(NO_PEER)
     }
@@ -76,6 +80,10 @@ impl<E> Ipv6Prefix<E> {
 
 impl<E: KeyExtractor<Key = IpAddr>> KeyExtractor for Ipv6Prefix<E> {
     type Key = IpAddr;
+
+    fn namespace(&self) -> String {
+        self.inner.namespace()
+    }
 
     fn extract(&self, request: &RequestHead<'_>) -> Result<IpAddr, KeyError> {
         Ok(match self.inner.extract(request)? {

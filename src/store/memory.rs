@@ -99,14 +99,20 @@ struct Registry {
     grouped: HashMap<u32, ()>,
 }
 
-fn tag(policy: &Policy) -> u32 {
-    policy.fingerprint() as u32
+/// Each policy with the tag of its state (the low 32 bits of its
+/// [`state_id`](Policies::state_id)).
+fn tagged(policies: &Policies) -> impl Iterator<Item = (u32, &Policy)> {
+    let tag = |index| policies.state_id(index) as u32;
+    policies
+        .iter()
+        .enumerate()
+        .map(move |(i, policy)| (tag(i), policy))
 }
 
 /// `key` under each of `policies`.
 fn slots<'a, K: Clone>(key: &'a K, policies: &'a Policies) -> impl Iterator<Item = Slot<K>> + 'a {
-    policies.iter().map(|policy| Slot {
-        policy: tag(policy),
+    tagged(policies).map(|(policy, _)| Slot {
+        policy,
         key: key.clone(),
     })
 }
@@ -190,13 +196,14 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 
     fn apply_unblocked(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
-        match &**policies {
-            [policy] if !self.is_grouped(policy) => self.apply_one(key, change, policy, now),
+        match policies.len() {
+            1 if !self.is_grouped(policies) => self.apply_one(key, change, policies, now),
             _ => self.apply_locked(key, change, policies, now),
         }
     }
 
-    fn is_grouped(&self, policy: &Policy) -> bool {
+    /// Whether the first of `policies` is also decided in a set.
+    fn is_grouped(&self, policies: &Policies) -> bool {
         let shared = &*self.shared;
         shared.any_grouped.load(Relaxed)
             && shared
@@ -204,15 +211,14 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .grouped
-                .contains_key(&tag(policy))
+                .contains_key(&(policies.state_id(0) as u32))
     }
 
     /// One policy: a compare-and-swap loop on its word, or a new word.
-    fn apply_one(&self, key: &K, change: Change, policy: &Policy, now: u64) -> Decisions {
+    fn apply_one(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
         let shared = &*self.shared;
-        let policies = std::slice::from_ref(policy);
         let slot = Slot {
-            policy: tag(policy),
+            policy: policies.state_id(0) as u32,
             key: key.clone(),
         };
         let cas = |word: &AtomicU64| {
@@ -244,7 +250,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             // Nothing to remember: a denial, a look, or a change to an unknown key.
             return decisions;
         }
-        self.make_room(now, std::slice::from_ref(policy));
+        self.make_room(now, policies);
         match shared.states.entry(slot) {
             Entry::Occupied(entry) => cas(entry.get()),
             Entry::Vacant(entry) => {
@@ -300,17 +306,15 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             return;
         }
         let known = |registry: &Registry| {
-            policies
-                .iter()
-                .all(|policy| registry.grouped.contains_key(&tag(policy)))
+            tagged(policies).all(|(tag, _)| registry.grouped.contains_key(&tag))
         };
         if known(&shared.registry.read().unwrap_or_else(|e| e.into_inner())) {
             return;
         }
         let mut registry = shared.registry.write().unwrap_or_else(|e| e.into_inner());
-        for policy in policies.iter() {
-            registry.grouped.insert(tag(policy), ());
-            registry.policies.insert(tag(policy), policy.clone());
+        for (tag, policy) in tagged(policies) {
+            registry.grouped.insert(tag, ());
+            registry.policies.insert(tag, policy.clone());
         }
         shared.any_grouped.store(true, Relaxed);
     }
@@ -357,17 +361,15 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
 
     /// Registers `policies` and, when due, sweeps idle states; a store still full then
     /// drops the states that say least.
-    fn make_room(&self, now: u64, policies: &[Policy]) {
+    fn make_room(&self, now: u64, policies: &Policies) {
         let shared = &*self.shared;
         let known = |registry: &Registry| {
-            policies
-                .iter()
-                .all(|policy| registry.policies.contains_key(&tag(policy)))
+            tagged(policies).all(|(tag, _)| registry.policies.contains_key(&tag))
         };
         if !known(&shared.registry.read().unwrap_or_else(|e| e.into_inner())) {
             let mut registry = shared.registry.write().unwrap_or_else(|e| e.into_inner());
-            for policy in policies {
-                registry.policies.insert(tag(policy), policy.clone());
+            for (tag, policy) in tagged(policies) {
+                registry.policies.insert(tag, policy.clone());
             }
         }
         if shared.len.load(Relaxed) < shared.sweep_at.load(Relaxed)
@@ -488,8 +490,8 @@ where
             .registry
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        for policy in policies.iter() {
-            if let Some(known) = registry.policies.get(&tag(policy)) {
+        for (tag, policy) in tagged(policies) {
+            if let Some(known) = registry.policies.get(&tag) {
                 if known.quota() != policy.quota() {
                     return Err(StoreError::new(
                         StoreErrorKind::Misconfigured,
@@ -509,8 +511,8 @@ where
             .registry
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        for policy in policies.iter() {
-            registry.policies.insert(tag(policy), policy.clone());
+        for (tag, policy) in tagged(policies) {
+            registry.policies.insert(tag, policy.clone());
         }
         drop(registry);
         self.group(policies);

@@ -78,7 +78,7 @@ async fn run(
     let policy: Policies = Policy::new("default", case.quota, algorithm)
         .map_err(|e| e.to_string())?
         .into();
-    let storage_key = store.storage_key(&key, &policy[0]);
+    let storage_key = store.storage_key(&key, &policy, 0);
     let refills = case.quota.period().is_some();
     let mut planned = Duration::ZERO;
     let mut charged_at = None;
@@ -203,7 +203,7 @@ async fn run_windows(
     let policy: Policies = Policy::new("default", case.quota, algorithm)
         .map_err(|e| e.to_string())?
         .into();
-    let storage_key = store.storage_key(&key, &policy[0]);
+    let storage_key = store.storage_key(&key, &policy, 0);
     let period = case.quota.period().unwrap().as_micros() as u64;
     let mut base = redis_time(connection).await / period * period;
     let mut charged = false;

@@ -33,35 +33,42 @@ pub trait RedisKey {
     /// Appends the key's bytes to `out`.
     fn write_key(&self, out: &mut Vec<u8>);
 
-    /// Whether the key is a secret (an API key, a token) that must not appear in Redis as
-    /// it is. Secrets are always hashed. Defaults to `false`.
+    /// Whether the key may be a secret (an API key, a token, an e-mail) that must not
+    /// appear in Redis as it is: then it is hashed. Defaults to `true`, so a value that
+    /// came from a header is hashed whatever type carries it; keys that are no secret (IP
+    /// addresses, numbers, the global key) say `false` and are written plainly.
     fn is_secret(&self) -> bool {
-        false
+        true
     }
 }
 
-/// The text form; IPv4-mapped IPv6 addresses are written as the IPv4 address.
+/// The text form, written plainly; IPv4-mapped IPv6 addresses are written as the IPv4
+/// address.
 impl RedisKey for IpAddr {
     fn write_key(&self, out: &mut Vec<u8>) {
         // Writing to a `Vec` cannot fail.
         let _ = write!(VecWriter(out), "{}", self.to_canonical());
     }
+
+    fn is_secret(&self) -> bool {
+        false
+    }
 }
 
-/// A header value, such as an API key: always hashed.
+/// A header value, such as an API key: hashed.
 impl RedisKey for HeaderValue {
     fn write_key(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
-    }
-
-    fn is_secret(&self) -> bool {
-        true
     }
 }
 
 /// The single key of a global limit: empty.
 impl RedisKey for () {
     fn write_key(&self, _out: &mut Vec<u8>) {}
+
+    fn is_secret(&self) -> bool {
+        false
+    }
 }
 
 impl RedisKey for String {
@@ -88,26 +95,33 @@ impl RedisKey for Bytes {
     }
 }
 
-/// The decimal form.
+/// The decimal form, written plainly.
 impl RedisKey for u64 {
     fn write_key(&self, out: &mut Vec<u8>) {
         let _ = write!(VecWriter(out), "{self}");
+    }
+
+    fn is_secret(&self) -> bool {
+        false
     }
 }
 
 /// Keys longer than this are hashed.
 const MAX_RAW_LEN: usize = 128;
 
-/// `<prefix>:{<key>}:<policy fingerprint in hex>`: the braces make the key the hash tag,
-/// so every quota of one key lands in one Cluster slot and keys spread over the slots.
+/// `<prefix>:{<namespace>:<key>}:<policy fingerprint in hex>` (without a namespace,
+/// `<prefix>:{<key>}:...`): the braces make the key the hash tag, so every quota of one
+/// key lands in one Cluster slot and keys spread over the slots. A secret, long or unsafe
+/// key is written `#` and the SHA-256 of the namespace and key.
 pub(super) fn storage_key<K: RedisKey + ?Sized>(
     prefix: &str,
+    namespace: &str,
     key: &K,
     fingerprint: u64,
 ) -> Vec<u8> {
     let mut raw = Vec::new();
     key.write_key(&mut raw);
-    let mut out = Vec::with_capacity(prefix.len() + raw.len().min(MAX_RAW_LEN) + 24);
+    let mut out = Vec::with_capacity(prefix.len() + raw.len().min(MAX_RAW_LEN) + 96);
     out.extend_from_slice(prefix.as_bytes());
     out.extend_from_slice(b":{");
     let safe = |b: &u8| (b'!'..=b'~').contains(b) && *b != b'{' && *b != b'}';
@@ -115,12 +129,23 @@ pub(super) fn storage_key<K: RedisKey + ?Sized>(
         || raw.len() > MAX_RAW_LEN
         || raw.first() == Some(&b'#')
         || !raw.iter().all(safe)
+        || !namespace.as_bytes().iter().all(safe)
     {
+        let mut digest = Sha256::new();
+        if !namespace.is_empty() {
+            digest.update(namespace.as_bytes());
+            digest.update([0]);
+        }
+        digest.update(&raw);
         out.push(b'#');
-        for byte in Sha256::digest(&raw) {
+        for byte in digest.finalize() {
             let _ = write!(VecWriter(&mut out), "{byte:02x}");
         }
     } else {
+        if !namespace.is_empty() {
+            out.extend_from_slice(namespace.as_bytes());
+            out.push(b':');
+        }
         out.extend_from_slice(&raw);
     }
     let _ = write!(VecWriter(&mut out), "}}:{fingerprint:016x}");
@@ -142,12 +167,11 @@ mod tests {
     use super::*;
 
     fn name<K: RedisKey>(key: K) -> String {
-        String::from_utf8(storage_key("rl", &key, 0xab)).unwrap()
+        String::from_utf8(storage_key("rl", "", &key, 0xab)).unwrap()
     }
 
     #[test]
     fn plain_keys_are_kept_and_tagged() {
-        assert_eq!(name("alice"), "rl:{alice}:00000000000000ab");
         assert_eq!(name(42u64), "rl:{42}:00000000000000ab");
         assert_eq!(name(()), "rl:{}:00000000000000ab");
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
@@ -160,9 +184,11 @@ mod tests {
         assert!(hashed(&name("a}b{c")));
         assert!(hashed(&name("with space")));
         assert!(hashed(&name(vec![0u8, 255, b'\n'])));
-        assert!(hashed(&name("x".repeat(MAX_RAW_LEN + 1))));
-        assert!(!hashed(&name("x".repeat(MAX_RAW_LEN))));
+        assert!(!hashed(&name(u64::MAX)));
         assert!(hashed(&name(HeaderValue::from_static("secret-token"))));
+        // Strings and bytes may carry secrets (a header copied into a `Vec`): hashed.
+        assert!(hashed(&name("alice")));
+        assert!(hashed(&name(b"sk_live_secret".to_vec())));
         // A raw key can never look like a hashed one.
         let lookalike = format!("#{}", "0".repeat(64));
         assert!(hashed(&name(lookalike.clone())));
@@ -170,5 +196,16 @@ mod tests {
             name(lookalike.clone()),
             format!("rl:{{{lookalike}}}:00000000000000ab")
         );
+    }
+
+    #[test]
+    fn namespaces_keep_key_kinds_apart() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let plain = |namespace| String::from_utf8(storage_key("rl", namespace, &ip, 1)).unwrap();
+        assert_eq!(plain("ip"), "rl:{ip:127.0.0.1}:0000000000000001");
+        let header = HeaderValue::from_static("127.0.0.1");
+        let secret = |namespace| storage_key("rl", namespace, &header, 1);
+        assert_ne!(secret("header:x-user-id"), secret("header:x-tenant"));
+        assert_ne!(secret("header:x-user-id"), plain("ip").into_bytes());
     }
 }

@@ -176,9 +176,16 @@ impl RedisStore {
         }
     }
 
-    /// The Redis key holding `key`'s state under `policy` (for inspection and tooling).
-    pub fn storage_key<K: RedisKey + ?Sized>(&self, key: &K, policy: &Policy) -> Vec<u8> {
-        key::storage_key(&self.shared.prefix, key, policy.fingerprint())
+    /// The Redis key holding `key`'s state under policy `index` of `policies`, in their
+    /// namespace (for inspection and tooling).
+    pub fn storage_key<K: RedisKey + ?Sized>(
+        &self,
+        key: &K,
+        policies: &Policies,
+        index: usize,
+    ) -> Vec<u8> {
+        let fingerprint = policies[index].fingerprint();
+        key::storage_key(&self.shared.prefix, policies.namespace(), key, fingerprint)
     }
 
     /// The SHA-1 of the script, as `EVALSHA` names it. Its arguments: `KEYS`, one per
@@ -507,8 +514,8 @@ where
             // The key's state changes: what the cache knows of it may no longer hold.
             _ => {
                 shared.with_deny_cache(|cache| {
-                    for policy in policies.iter() {
-                        cache.forget(policy.fingerprint(), key);
+                    for index in 0..policies.len() {
+                        cache.forget(policies.state_id(index), key);
                     }
                 });
             }
@@ -527,7 +534,10 @@ where
         };
         let storage_keys: Vec<Vec<u8>> = policies
             .iter()
-            .map(|policy| key::storage_key(&shared.prefix, key, policy.fingerprint()))
+            .map(|policy| {
+                let namespace = policies.namespace();
+                key::storage_key(&shared.prefix, namespace, key, policy.fingerprint())
+            })
             .collect();
         let shared = Arc::clone(shared);
         let key = key.clone();
