@@ -9,6 +9,8 @@ mod fixed_window;
 mod gcra;
 mod sliding_window;
 
+pub(crate) use gcra::debt as gcra_debt;
+
 use std::time::Duration;
 
 use crate::store::Change;

@@ -21,7 +21,7 @@ pub(super) const NO_PEER: KeyError = KeyError::new(
 /// server inserts per connection. Without any of them, the request is answered `500` and
 /// an error is logged: this is a server setup mistake, never a reason to share one bucket.
 ///
-/// Behind a reverse proxy every request comes from the proxy; use [`ClientIp`] there.
+/// Behind a reverse proxy every request comes from the proxy; use [`ClientIp`](super::ClientIp) there.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerIp;
 
@@ -62,7 +62,7 @@ pub(super) fn peer_ip(request: &RequestHead<'_>) -> Option<IpAddr> {
         .map(|addr| addr.ip().to_canonical())
 }
 
-/// Keys IPv6 addresses by prefix: wraps [`PeerIp`] or [`ClientIp`].
+/// Keys IPv6 addresses by prefix: wraps [`PeerIp`] or [`ClientIp`](super::ClientIp).
 #[derive(Clone, Copy, Debug)]
 pub struct Ipv6Prefix<E> {
     inner: E,

@@ -3,11 +3,10 @@
 use std::any::{Any, TypeId};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
 use dashmap::DashMap;
 
-use crate::{Decision, Outcome};
+use crate::{Algorithm, Decision, Outcome, Quota};
 
 /// The least time between two sweeps of a full cache.
 const SWEEP_GAP: u64 = 100_000_000;
@@ -115,14 +114,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Forget for DenyCache<K> {
     }
 }
 
-/// A refilling GCRA quota as Redis enforces it: interval in whole microseconds.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Gcra {
-    /// Emission interval in nanoseconds, a whole number of microseconds.
-    pub(super) interval: u64,
-    pub(super) burst: u64,
-}
-
 impl<K: Hash + Eq + Clone> DenyCache<K> {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
@@ -141,28 +132,16 @@ impl<K: Hash + Eq + Clone> DenyCache<K> {
         policy: u64,
         key: &K,
         cost: u64,
-        gcra: Gcra,
+        quota: &Quota,
         now: u64,
     ) -> Option<Decision> {
-        if cost == 0 || cost > gcra.burst {
+        if cost == 0 || cost > quota.burst_size() {
             return None;
         }
         let bound = *self.entries.get(&(policy, key.clone()))?;
-        let tolerance = gcra.interval * gcra.burst;
-        // Passes iff max(bound, now) + cost·T − burst·T ≤ now.
-        let passes_at = (bound + cost * gcra.interval).saturating_sub(tolerance);
-        if passes_at <= now {
-            return None;
-        }
-        let wait = Duration::from_nanos(passes_at - now);
-        Some(Decision {
-            outcome: Outcome::Denied {
-                retry_after: Some(wait),
-            },
-            limit: gcra.burst,
-            remaining: (now + tolerance).saturating_sub(bound) / gcra.interval,
-            reset: Some(wait),
-        })
+        // GCRA itself, on the bound.
+        let (decision, _) = Algorithm::TokenBucket.decide(bound, now, cost, quota);
+        matches!(decision.outcome, Outcome::Denied { .. }).then_some(decision)
     }
 
     /// Forgets what is known of `key` under `policy`: its state changed otherwise than by
@@ -205,13 +184,12 @@ impl<K: Hash + Eq + Clone> DenyCache<K> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const S: u64 = 1_000_000_000;
-    const GCRA: Gcra = Gcra {
-        interval: S,
-        burst: 5,
-    };
+    const GCRA: &Quota = &Quota::per_second(1).burst(5);
 
     #[test]
     fn denies_only_what_the_bound_proves() {

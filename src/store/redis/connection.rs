@@ -213,9 +213,6 @@ impl RedisStore {
         S: AsRef<str>,
     {
         let nodes = nodes.into_iter().map(|node| node.as_ref().to_owned());
-        RedisStoreBuilder {
-            target: Target::Cluster(nodes.collect()),
-            ..Self::builder("")
-        }
+        RedisStoreBuilder::new(Target::Cluster(nodes.collect()))
     }
 }

@@ -1,0 +1,152 @@
+//! [`RedisStoreBuilder`]: a store's settings, and connecting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::breaker::Breaker;
+use super::connection::{Connection, Target};
+use super::deny_cache::DenyCaches;
+use super::script::SCRIPT;
+use super::{invalidation, RedisStore, Shared};
+use crate::clock::MonotonicClock;
+use crate::store::{StoreError, StoreErrorKind};
+
+/// Settings for a [`RedisStore`]; made by [`RedisStore::builder`].
+#[derive(Clone, Debug)]
+pub struct RedisStoreBuilder {
+    target: Target,
+    prefix: String,
+    deadline: Duration,
+    max_in_flight: usize,
+    breaker_failures: u32,
+    breaker_cool_down: Duration,
+    deny_cache_capacity: Option<usize>,
+}
+
+impl RedisStoreBuilder {
+    /// The default settings for a store on `target`.
+    pub(super) fn new(target: Target) -> Self {
+        Self {
+            target,
+            prefix: "ratelimit".to_owned(),
+            deadline: Duration::from_millis(50),
+            max_in_flight: 4096,
+            breaker_failures: 5,
+            breaker_cool_down: Duration::from_millis(250),
+            deny_cache_capacity: Some(65_536),
+        }
+    }
+
+    /// The prefix of every key the store writes (default `ratelimit`). Stores share limits
+    /// only when they use the same prefix.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// The longest a decision may take, connection trouble included (default 50 ms).
+    /// Past it the decision fails; the call is not repeated.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The most calls under way at once (default 4096, at least 1); past it decisions fail
+    /// at once instead of queueing behind a slow Redis.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// After `failures` failed calls in a row (default 5), calls fail at once for
+    /// `cool_down` (default 250 ms); then one probe call decides whether Redis is back.
+    pub fn breaker(mut self, failures: u32, cool_down: Duration) -> Self {
+        self.breaker_failures = failures;
+        self.breaker_cool_down = cool_down;
+        self
+    }
+
+    /// Turns the deny cache on or off (default on, 65 536 keys per key type).
+    pub fn deny_cache(mut self, on: bool) -> Self {
+        self.deny_cache_capacity = on.then_some(self.deny_cache_capacity.unwrap_or(65_536));
+        self
+    }
+
+    /// The most keys the deny cache remembers (per key type); turns it on.
+    pub fn deny_cache_capacity(mut self, keys: usize) -> Self {
+        self.deny_cache_capacity = Some(keys);
+        self
+    }
+
+    /// Connects and loads the script. Fails if Redis cannot be reached (after a few
+    /// attempts over about a second) or refuses the script.
+    pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        let failed = |e: redis::RedisError| {
+            StoreError::new(StoreErrorKind::Unavailable, "cannot use Redis").with_source(e)
+        };
+        let mut connection = self.target.connect(self.deadline).await.map_err(failed)?;
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(SCRIPT)
+            .query_async(&mut connection)
+            .await
+            .map_err(failed)?;
+        let store = self.build(connection, sha);
+        if let Some(listener) = &store.shared.listener {
+            listener.subscribed().await;
+        }
+        Ok(store)
+    }
+
+    /// The store at once, without waiting for Redis, for app servers that must start
+    /// while Redis is down: its decisions fail (and the layer's
+    /// [`FailurePolicy`](crate::FailurePolicy) applies) until Redis answers. The
+    /// connection is made on the first decision and remade as needed; the script is sent
+    /// with the first call. Needs a Tokio runtime. Fails only for an invalid URL, or for a
+    /// [cluster](RedisStore::cluster_builder), whose slot map must be read first.
+    ///
+    /// ```
+    /// use tower_ratelimit::store::RedisStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_ratelimit::store::StoreError> {
+    /// // Nothing listens there: the store is built all the same.
+    /// let store = RedisStore::builder("redis://127.0.0.1:1").connect_lazy()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
+        let connection = self.target.connect_lazily(self.deadline);
+        let connection = connection.map_err(|e| {
+            StoreError::new(StoreErrorKind::Misconfigured, "cannot use Redis").with_source(e)
+        })?;
+        let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
+        Ok(self.build(connection, sha))
+    }
+
+    /// The store, its deny caches listening for invalidations (needs a Tokio runtime).
+    fn build(self, connection: Connection, sha: String) -> RedisStore {
+        let channel = invalidation::channel(&self.prefix);
+        let deny_caches = self
+            .deny_cache_capacity
+            .map(|capacity| Arc::new(DenyCaches::new(capacity)));
+        let listener = deny_caches.as_ref().map(|caches| {
+            invalidation::listen(self.target.urls(), channel.clone(), Arc::clone(caches))
+        });
+        RedisStore {
+            shared: Arc::new(Shared {
+                connection,
+                sha,
+                prefix: self.prefix,
+                deadline: self.deadline,
+                in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+                breaker: Arc::new(Breaker::new(self.breaker_failures, self.breaker_cool_down)),
+                deny_caches,
+                channel,
+                listener,
+                clock: MonotonicClock::new(),
+            }),
+        }
+    }
+}
