@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::store::MAX_BLOCK;
+use super::MAX_BLOCK;
 use crate::{Decision, Outcome, Quota};
 
 pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decision, Option<u64>) {

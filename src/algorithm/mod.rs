@@ -13,8 +13,7 @@ pub(crate) use gcra::debt as gcra_debt;
 
 use std::time::Duration;
 
-use crate::store::Change;
-use crate::{Decision, Decisions, Outcome, Policy, Quota, QuotaError};
+use crate::{Decision, Quota, QuotaError};
 
 /// How quota is spent and refilled.
 ///
@@ -54,7 +53,10 @@ pub enum Algorithm {
 }
 
 /// A state word that carries no information: a key that has never been seen.
-pub(crate) const EMPTY: u64 = 0;
+pub const EMPTY: u64 = 0;
+
+/// The longest a block may last, and a debt may reach: 100 years.
+pub const MAX_BLOCK: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 
 impl Algorithm {
     /// Decides a request of `cost` at `now` (nanoseconds) against `state`. Returns the new
@@ -141,87 +143,6 @@ impl Algorithm {
             Self::FixedWindow => 3,
             Self::SlidingWindow => 4,
         }
-    }
-}
-
-/// Applies `change` under every policy of a set, each with its state word in `states`. A
-/// charge passes only if all policies let it through, and only then is it charged under
-/// each; a request one policy refuses is reported under the others as they stand,
-/// uncharged. The other changes apply to every policy and report the state after them.
-/// Returns whether any state changed. [`Change::Block`] is the store's: it changes no
-/// state word here.
-pub(crate) fn apply_all(
-    policies: &[Policy],
-    states: &mut [u64],
-    now: u64,
-    change: Change,
-) -> (Decisions, bool) {
-    let cost = match change {
-        Change::Charge(cost) => cost,
-        _ => return (adjust_all(policies, states, now, change), true),
-    };
-    if let ([policy], [state]) = (policies, &mut *states) {
-        let (decision, next) = policy.algorithm().decide(*state, now, cost, policy.quota());
-        if let Some(next) = next {
-            *state = next;
-        }
-        return (decision.into(), next.is_some());
-    }
-    let decide = |policy: &Policy, state: u64, cost: u64| {
-        policy.algorithm().decide(state, now, cost, policy.quota())
-    };
-    let mut decided: Vec<_> = policies
-        .iter()
-        .zip(&*states)
-        .map(|(policy, &state)| decide(policy, state, cost))
-        .collect();
-    let passes = decided.iter().all(|(decision, _)| decision.is_allowed());
-    let mut charged = false;
-    for ((policy, state), (decision, next)) in policies.iter().zip(states).zip(&mut decided) {
-        match next {
-            Some(next) if passes => {
-                *state = *next;
-                charged = true;
-            }
-            _ if !passes && decision.is_allowed() => *decision = decide(policy, *state, 0).0,
-            _ => {}
-        }
-    }
-    let decisions = decided.into_iter().map(|(decision, _)| decision).collect();
-    (Decisions::new(decisions), charged)
-}
-
-/// Applies a change other than a charge to every policy's state, and looks at the result.
-fn adjust_all(policies: &[Policy], states: &mut [u64], now: u64, change: Change) -> Decisions {
-    let looks = policies.iter().zip(states).map(|(policy, state)| {
-        let (algorithm, quota) = (policy.algorithm(), policy.quota());
-        *state = match change {
-            Change::Reset => EMPTY,
-            Change::Refund(units) => algorithm.refund(*state, now, units, quota),
-            Change::Penalize(units) => algorithm.penalize(*state, now, units, quota),
-            Change::Charge(_) | Change::Block(_) => *state,
-        };
-        algorithm.decide(*state, now, 0, quota).0
-    });
-    match policies.len() {
-        1 => looks.last().expect("one policy").into(),
-        _ => Decisions::new(looks.collect()),
-    }
-}
-
-/// The answer for a key blocked for `wait` more: denied under every policy.
-pub(crate) fn blocked(policies: &[Policy], wait: Duration) -> Decisions {
-    let denial = |policy: &Policy| Decision {
-        outcome: Outcome::Denied {
-            retry_after: Some(wait),
-        },
-        limit: policy.quota().burst_size(),
-        remaining: 0,
-        reset: Some(wait),
-    };
-    match policies {
-        [one] => denial(one).into(),
-        all => Decisions::new(all.iter().map(denial).collect()),
     }
 }
 
@@ -316,6 +237,8 @@ mod tests {
 
     use super::testing::arrivals;
     use super::*;
+    use crate::store::Change;
+    use crate::Policy;
 
     fn policies() -> [Policy; 3] {
         let policy = |name, limit, ms, burst, algorithm| {
@@ -340,7 +263,7 @@ mod tests {
             let mut passed = Vec::new();
             for &(gap, cost) in &arrivals {
                 now += gap;
-                let (decisions, _) = apply_all(&policies, &mut states, now, Change::Charge(cost));
+                let (decisions, _) = crate::store::apply_words(&policies, &mut states, now, Change::Charge(cost));
                 let alone = policies.iter().all(|p| {
                     // The policy alone, fed only what the set admitted: it admitted each.
                     let state = passed.iter().fold(EMPTY, |state, &(at, cost)| {

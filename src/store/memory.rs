@@ -10,8 +10,8 @@ use std::time::Duration;
 use dashmap::{mapref::entry::Entry, DashMap};
 use foldhash::fast::RandomState;
 
+use super::words::{apply_words, blocked, EMPTY};
 use super::{Change, Store, StoreError, StoreErrorKind};
-use crate::algorithm::{apply_all, blocked, EMPTY};
 use crate::clock::{Clock, MonotonicClock};
 use crate::{Decisions, Policies, Policy};
 
@@ -225,7 +225,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             let mut current = word.load(Relaxed);
             loop {
                 let mut next = [current];
-                let (decisions, changed) = apply_all(policies, &mut next, now, change);
+                let (decisions, changed) = apply_words(policies, &mut next, now, change);
                 if !changed {
                     return decisions;
                 }
@@ -239,13 +239,13 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             if shared.states.remove(&slot).is_some() {
                 shared.len.fetch_sub(1, Relaxed);
             }
-            return apply_all(policies, &mut [EMPTY], now, change).0;
+            return apply_words(policies, &mut [EMPTY], now, change).0;
         }
         if let Some(word) = shared.states.get(&slot) {
             return cas(&word);
         }
         let mut fresh = [EMPTY];
-        let (decisions, changed) = apply_all(policies, &mut fresh, now, change);
+        let (decisions, changed) = apply_words(policies, &mut fresh, now, change);
         if !changed || fresh[0] == EMPTY {
             // Nothing to remember: a denial, a look, or a change to an unknown key.
             return decisions;
@@ -272,7 +272,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         let read = |slot| shared.states.get(slot).map(|word| word.load(Relaxed));
         let before: Vec<Option<u64>> = slots.iter().map(read).collect();
         let mut words: Vec<u64> = before.iter().map(|word| word.unwrap_or(EMPTY)).collect();
-        let (decisions, changed) = apply_all(policies, &mut words, now, change);
+        let (decisions, changed) = apply_words(policies, &mut words, now, change);
         if !changed {
             return decisions;
         }

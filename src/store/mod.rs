@@ -13,6 +13,7 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod words;
 
 use std::error::Error;
 use std::fmt;
@@ -23,6 +24,7 @@ use std::time::Duration;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisDecision, RedisKey, RedisStore, RedisStoreBuilder};
 pub use memory::MemoryStore;
+pub use words::{apply_words, blocked, EMPTY};
 
 use crate::{Decisions, Policies};
 
@@ -52,7 +54,7 @@ pub enum Change {
 }
 
 /// The longest a [`Change::Block`] may last, and a debt may reach: 100 years.
-pub const MAX_BLOCK: Duration = Duration::from_secs(100 * 365 * 86_400);
+pub use crate::algorithm::MAX_BLOCK;
 
 /// Decides and changes, atomically for one key, its state under a set of policies.
 ///
