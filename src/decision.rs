@@ -144,6 +144,9 @@ impl Decisions {
     /// outcome of all (a request that passes waits for the latest of its slots). This is
     /// what the single-policy `X-RateLimit-*` headers and `Retry-After` report.
     pub fn summary(&self) -> Decision {
+        let Repr::Many(_) = &self.0 else {
+            return self[0];
+        };
         let decisive = self[self.decisive()];
         let wait = self
             .iter()

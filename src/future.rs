@@ -87,16 +87,18 @@ where
         }
     }
 
-    /// Forwarding, with the decision to report in the headers (`None`: no headers).
+    /// Forwarding, with the decision to report in the headers (`None`: no headers) and
+    /// the charge the response may give back.
     pub(crate) fn forwarding(
         future: Svc::Future,
         report: Option<Report>,
         shared: Option<Arc<Shared<K, S>>>,
+        refund: Option<Box<Refund<K::Key>>>,
     ) -> Self {
         Self {
             state: State::Forwarding { future, report },
             shared,
-            refund: None,
+            refund,
         }
     }
 
@@ -106,6 +108,7 @@ where
         request: Request<ReqBody>,
         report: Report,
         shared: Arc<Shared<K, S>>,
+        refund: Option<Box<Refund<K::Key>>>,
     ) -> Self {
         Self {
             state: State::Waiting {
@@ -114,7 +117,7 @@ where
                 report: Some(report),
             },
             shared: Some(shared),
-            refund: None,
+            refund,
         }
     }
 
@@ -126,12 +129,6 @@ where
             shared: None,
             refund: None,
         }
-    }
-
-    /// The same future, giving `refund` back if the response asks for it.
-    pub(crate) fn refunding(mut self, refund: Option<Refund<K::Key>>) -> Self {
-        self.refund = refund.map(Box::new);
-        self
     }
 }
 
@@ -153,18 +150,17 @@ where
                     let (mut inner, mut request, charge) = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let grpc = crate::RequestHead::of(&request).is_grpc();
-                    match shared.verdict(decided, &charge, grpc) {
+                    match shared.verdict(decided, &charge, &crate::RequestHead::of(&request)) {
                         Verdict::Forward(report) => {
                             shared.admit(&mut request, report.as_ref());
-                            *this.refund = charge.refund(report.as_ref()).map(Box::new);
+                            *this.refund = charge.refund(report.as_ref());
                             State::Forwarding {
                                 future: inner.call(request),
                                 report,
                             }
                         }
                         Verdict::Wait(report, wait) => {
-                            *this.refund = charge.refund(Some(&report)).map(Box::new);
+                            *this.refund = charge.refund(Some(&report));
                             State::Waiting {
                                 sleep: Box::pin(tokio::time::sleep(wait)),
                                 ready: Some(Box::new((inner, request))),

@@ -180,10 +180,19 @@ where
         let inner = &self.inner;
         let started = self.observed().then(Instant::now);
         let policies = policies.unwrap_or(&inner.config.policies);
-        let mut future = inner
-            .config
-            .store
-            .apply(key, Change::Charge(cost), policies);
+        let store = &inner.config.store;
+        if let Some(decided) = store.apply_now(key, Change::Charge(cost), policies) {
+            let decided = match (decided, started) {
+                // Decided, and nobody watches: nothing to settle.
+                (Ok(decisions), None) => {
+                    tracing::trace!(cost, ?decisions, "rate-limit decision");
+                    Ok(decisions)
+                }
+                (decided, _) => self.settle(decided, key, cost, policies, started),
+            };
+            return Check(CheckState::Done(Some(decided)));
+        }
+        let mut future = store.apply(key, Change::Charge(cost), policies);
         match Pin::new(&mut future).poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(decided) => {
                 let decided = self.settle(decided, key, cost, policies, started);
@@ -317,7 +326,7 @@ where
             inner
                 .config
                 .fallback_store
-                .apply_now(key, change, &fallback);
+                .decide_now(key, change, &fallback);
         }
         let future = inner.config.store.apply(key, change, policies);
         Check(CheckState::Store(future))
@@ -348,6 +357,11 @@ where
         started: Option<Instant>,
     ) -> Result<Decisions, StoreError> {
         let inner = &*self.inner;
+        let decided = match decided {
+            // Decided, and nobody watches: nothing to settle.
+            Ok(decisions) if started.is_none() => return Ok(decisions),
+            decided => decided,
+        };
         let (decisions, error, source) = match decided {
             Ok(decisions) => (Some(decisions), None, DecisionSource::Store),
             Err(error) => {
@@ -360,7 +374,7 @@ where
                         let fallback = self.fallback_for(policies);
                         let change = Change::Charge(cost);
                         let store = &inner.config.fallback_store;
-                        let decisions = store.apply_now(key, change, &fallback);
+                        let decisions = store.decide_now(key, change, &fallback);
                         (Some(decisions), Some(error), DecisionSource::Fallback)
                     }
                     FailurePolicy::Open | FailurePolicy::Closed => {
@@ -419,7 +433,7 @@ where
             .inner
             .config
             .store
-            .apply_now(key, Change::Charge(cost), policies);
+            .decide_now(key, Change::Charge(cost), policies);
         match self.settle(Ok(decided), key, cost, policies, started) {
             Ok(decisions) => decisions,
             Err(_) => unreachable!("the in-process store never fails"),
@@ -572,6 +586,16 @@ struct Pending<K, S: Store<K>> {
     policies: Policies,
     started: Option<Instant>,
     limiter: Limiter<K, S>,
+}
+
+impl<K, S: Store<K>> Check<K, S> {
+    /// The answer, if the store gave it at once (an in-process store always does).
+    pub(crate) fn ready(&mut self) -> Option<Result<Decisions, StoreError>> {
+        match &mut self.0 {
+            CheckState::Done(done) => done.take(),
+            _ => None,
+        }
+    }
 }
 
 impl<K, S> Future for Check<K, S>

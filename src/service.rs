@@ -126,12 +126,12 @@ impl RateLimitInfo {
 }
 
 impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
-    /// Turns the limiter's answer into what happens to the request (a gRPC call or not).
+    /// Turns the limiter's answer into what happens to the request.
     pub(crate) fn verdict(
         &self,
         decided: Result<Decisions, StoreError>,
         charge: &Charge<K::Key>,
-        grpc: bool,
+        request: &RequestHead<'_>,
     ) -> Verdict {
         let Ok(decisions) = decided else {
             return match self.limiter.failure_policy() {
@@ -139,7 +139,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
                 _ => Verdict::Answer(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the rate-limit store is unavailable",
-                    grpc,
+                    request.is_grpc(),
                 )),
             };
         };
@@ -165,7 +165,8 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
             decisions: &report.decisions,
             policies,
             cost: charge.cost,
-            grpc,
+            // Only a refusal asks: most requests never read the content type.
+            grpc: request.is_grpc(),
         };
         let mut response = self.refusal(&rejection, &report);
         self.write_headers(response.headers_mut(), &report);
@@ -307,12 +308,12 @@ where
         let shared = &self.shared;
         let head = RequestHead::of(&request);
         if shared.skip.as_ref().is_some_and(|skip| skip(&head)) {
-            return ResponseFuture::forwarding(self.inner.call(request), None, None);
+            return ResponseFuture::forwarding(self.inner.call(request), None, None, None);
         }
         let key = match shared.key.extract(&head) {
             Ok(key) => key,
             Err(error) if error.skips() => {
-                return ResponseFuture::forwarding(self.inner.call(request), None, None)
+                return ResponseFuture::forwarding(self.inner.call(request), None, None, None)
             }
             Err(error) => {
                 let response = shared.key_error_response(&error, head.is_grpc());
@@ -333,17 +334,15 @@ where
             key: shared.refund_if.is_some().then_some(key),
         };
         // An in-process store has decided already: act now, with no clone of the service.
-        let noop = &mut Context::from_waker(Waker::noop());
-        let decided = match Pin::new(&mut check).poll(noop) {
-            Poll::Ready(decided) => decided,
-            Poll::Pending => {
+        let decided = match check.ready() {
+            Some(decided) => decided,
+            None => {
                 let shared = Arc::clone(shared);
                 let ready = self.take_ready();
                 return ResponseFuture::deciding(check, ready, request, charge, shared);
             }
         };
-        let grpc = RequestHead::of(&request).is_grpc();
-        match shared.verdict(decided, &charge, grpc) {
+        match shared.verdict(decided, &charge, &RequestHead::of(&request)) {
             Verdict::Forward(report) => {
                 shared.admit(&mut request, report.as_ref());
                 let refund = charge.refund(report.as_ref());
@@ -351,13 +350,12 @@ where
                 let report = report.filter(|_| shared.headers.writes_any());
                 let needed = report.is_some() || refund.is_some();
                 let shared = needed.then(|| Arc::clone(shared));
-                ResponseFuture::forwarding(self.inner.call(request), report, shared)
-                    .refunding(refund)
+                ResponseFuture::forwarding(self.inner.call(request), report, shared, refund)
             }
             Verdict::Wait(report, wait) => {
                 let refund = charge.refund(Some(&report));
                 let (ready, shared) = (self.take_ready(), Arc::clone(&self.shared));
-                ResponseFuture::waiting(wait, ready, request, report, shared).refunding(refund)
+                ResponseFuture::waiting(wait, ready, request, report, shared, refund)
             }
             Verdict::Answer(response) => {
                 // The ready inner service is dropped unused, releasing what it reserved.
@@ -369,14 +367,17 @@ where
 }
 
 impl<Key> Charge<Key> {
-    /// What the response may give back: the charge of a request that passed.
-    pub(crate) fn refund(self, report: Option<&Report>) -> Option<Refund<Key>> {
+    /// What the response may give back: the charge of a request that passed (only kept
+    /// when the layer refunds by response).
+    pub(crate) fn refund(self, report: Option<&Report>) -> Option<Box<Refund<Key>>> {
+        let key = self.key?;
         let passed = report.is_some_and(|report| report.decisions.is_allowed());
-        let key = self.key.filter(|_| passed && self.cost > 0)?;
-        Some(Refund {
-            key,
-            cost: self.cost,
-            policies: self.policies,
+        (passed && self.cost > 0).then(|| {
+            Box::new(Refund {
+                key,
+                cost: self.cost,
+                policies: self.policies,
+            })
         })
     }
 }

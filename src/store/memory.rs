@@ -174,7 +174,7 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
 
 impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     /// Applies `change` now; what [`Store::apply`] answers, without a future.
-    pub(crate) fn apply_now(&self, key: &K, change: Change, policies: &Policies) -> Decisions {
+    pub(crate) fn decide_now(&self, key: &K, change: Change, policies: &Policies) -> Decisions {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
         let block = match change {
@@ -195,6 +195,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         self.apply_unblocked(key, change, policies, now)
     }
 
+    #[inline]
     fn apply_unblocked(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
         match policies.len() {
             1 if !self.is_grouped(policies) => self.apply_one(key, change, policies, now),
@@ -203,6 +204,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 
     /// Whether the first of `policies` is also decided in a set.
+    #[inline]
     fn is_grouped(&self, policies: &Policies) -> bool {
         let shared = &*self.shared;
         shared.any_grouped.load(Relaxed)
@@ -211,25 +213,38 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .grouped
-                .contains_key(&(policies.state_id(0) as u32))
+                .contains_key(&(policies.fingerprint() as u32))
     }
 
     /// One policy: a compare-and-swap loop on its word, or a new word.
     fn apply_one(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
         let shared = &*self.shared;
+        // One policy: its state's identity is the set's fingerprint, computed once.
         let slot = Slot {
-            policy: policies.state_id(0) as u32,
+            policy: policies.fingerprint() as u32,
             key: key.clone(),
+        };
+        // The state after `change`, if it changed: a charge straight from the algorithm.
+        let step = |state: u64| match change {
+            Change::Charge(cost) => {
+                let policy = &policies[0];
+                let (decision, next) = policy.algorithm().decide(state, now, cost, policy.quota());
+                (Decisions::from(decision), next)
+            }
+            _ => {
+                let mut next = [state];
+                let (decisions, changed) = apply_words(policies, &mut next, now, change);
+                (decisions, changed.then_some(next[0]))
+            }
         };
         let cas = |word: &AtomicU64| {
             let mut current = word.load(Relaxed);
             loop {
-                let mut next = [current];
-                let (decisions, changed) = apply_words(policies, &mut next, now, change);
-                if !changed {
+                let (decisions, next) = step(current);
+                let Some(next) = next else {
                     return decisions;
-                }
-                match word.compare_exchange_weak(current, next[0], Relaxed, Relaxed) {
+                };
+                match word.compare_exchange_weak(current, next, Relaxed, Relaxed) {
                     Ok(_) => return decisions,
                     Err(actual) => current = actual,
                 }
@@ -239,22 +254,21 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             if shared.states.remove(&slot).is_some() {
                 shared.len.fetch_sub(1, Relaxed);
             }
-            return apply_words(policies, &mut [EMPTY], now, change).0;
+            return step(EMPTY).0;
         }
         if let Some(word) = shared.states.get(&slot) {
             return cas(&word);
         }
-        let mut fresh = [EMPTY];
-        let (decisions, changed) = apply_words(policies, &mut fresh, now, change);
-        if !changed || fresh[0] == EMPTY {
+        let (decisions, fresh) = step(EMPTY);
+        let Some(fresh) = fresh.filter(|&fresh| fresh != EMPTY) else {
             // Nothing to remember: a denial, a look, or a change to an unknown key.
             return decisions;
-        }
+        };
         self.make_room(now, policies);
         match shared.states.entry(slot) {
             Entry::Occupied(entry) => cas(entry.get()),
             Entry::Vacant(entry) => {
-                entry.insert(AtomicU64::new(fresh[0]));
+                entry.insert(AtomicU64::new(fresh));
                 shared.len.fetch_add(1, Relaxed);
                 decisions
             }
@@ -348,6 +362,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 
     /// Until when `key` is blocked under any of `policies`, if it is at `now`.
+    #[inline]
     fn blocked_until(&self, key: &K, policies: &Policies, now: u64) -> Option<u64> {
         let shared = &*self.shared;
         if shared.blocked.load(Relaxed) == 0 {
@@ -478,7 +493,16 @@ where
     type Future = Ready<Result<Decisions, StoreError>>;
 
     fn apply(&self, key: &K, change: Change, policies: &Policies) -> Self::Future {
-        ready(Ok(self.apply_now(key, change, policies)))
+        ready(Ok(self.decide_now(key, change, policies)))
+    }
+
+    fn apply_now(
+        &self,
+        key: &K,
+        change: Change,
+        policies: &Policies,
+    ) -> Option<Result<Decisions, StoreError>> {
+        Some(Ok(self.decide_now(key, change, policies)))
     }
 
     /// Refuses a policy whose name and algorithm this store already holds under another
@@ -554,7 +578,7 @@ mod tests {
                         (0..1000)
                             .filter(|_| {
                                 store
-                                    .apply_now(&"hot", Change::Charge(1), policies)
+                                    .decide_now(&"hot", Change::Charge(1), policies)
                                     .is_allowed()
                             })
                             .count()
@@ -577,7 +601,7 @@ mod tests {
         let clock = ManualClock::new();
         let store = MemoryStore::with_clock(clock.clone()).max_keys(10_000);
         let policy = policy(Quota::per_hour(1).burst(100));
-        let charge = |key: &u64| store.apply_now(key, Change::Charge(1), &policy);
+        let charge = |key: &u64| store.decide_now(key, Change::Charge(1), &policy);
         // A legitimate client spends most of its burst.
         for _ in 0..90 {
             assert!(charge(&7).is_allowed());
@@ -603,12 +627,12 @@ mod tests {
         let policy = policy(Quota::fixed(5));
         for key in 0..8 {
             assert!(store
-                .apply_now(&key, Change::Charge(1), &policy)
+                .decide_now(&key, Change::Charge(1), &policy)
                 .is_allowed());
         }
         clock.advance(Duration::from_secs(365 * 86_400));
         // Spent fixed allowances never become idle, yet a newcomer is admitted at once.
-        let newcomer = store.apply_now(&8, Change::Charge(1), &policy);
+        let newcomer = store.decide_now(&8, Change::Charge(1), &policy);
         assert_eq!(newcomer[0].outcome, Outcome::Allowed);
         assert!(store.len() <= 8);
     }
@@ -620,23 +644,23 @@ mod tests {
         let quick = named("quick", Quota::per_second(1).burst(2));
         let slow = named("slow", Quota::per_hour(1).burst(2));
         for key in 0..FIRST_SWEEP_AT as u64 / 2 {
-            store.apply_now(&key, Change::Charge(1), &quick);
-            store.apply_now(&key, Change::Charge(1), &slow);
+            store.decide_now(&key, Change::Charge(1), &quick);
+            store.decide_now(&key, Change::Charge(1), &slow);
         }
         assert_eq!(store.len(), FIRST_SWEEP_AT);
         clock.advance(Duration::from_secs(1));
         // This insert reaches the sweep threshold: every `quick` bucket is full again.
-        store.apply_now(&u64::MAX, Change::Charge(1), &quick);
+        store.decide_now(&u64::MAX, Change::Charge(1), &quick);
         assert_eq!(store.len(), FIRST_SWEEP_AT / 2 + 1);
         // The `slow` buckets kept their state: one unit left each, then denial.
         assert_eq!(
-            store.apply_now(&0, Change::Charge(1), &slow)[0].remaining,
+            store.decide_now(&0, Change::Charge(1), &slow)[0].remaining,
             0
         );
-        assert!(!store.apply_now(&0, Change::Charge(1), &slow).is_allowed());
+        assert!(!store.decide_now(&0, Change::Charge(1), &slow).is_allowed());
         // A dropped `quick` bucket decides exactly as a full one.
         assert_eq!(
-            store.apply_now(&0, Change::Charge(1), &quick)[0].remaining,
+            store.decide_now(&0, Change::Charge(1), &quick)[0].remaining,
             1
         );
     }
@@ -646,14 +670,14 @@ mod tests {
         let store = MemoryStore::with_clock(ManualClock::new());
         let one = policy(Quota::per_hour(1));
         let two = policy(Quota::per_hour(2));
-        assert!(store.apply_now(&"k", Change::Charge(1), &one).is_allowed());
-        assert!(!store.apply_now(&"k", Change::Charge(1), &one).is_allowed());
+        assert!(store.decide_now(&"k", Change::Charge(1), &one).is_allowed());
+        assert!(!store.decide_now(&"k", Change::Charge(1), &one).is_allowed());
         // A new quota under the same name inherits the debt: an hour, two units of 30 min.
-        assert!(!store.apply_now(&"k", Change::Charge(1), &two).is_allowed());
+        assert!(!store.decide_now(&"k", Change::Charge(1), &two).is_allowed());
         // The same quota under another name counts apart.
         let other = named("other", Quota::per_hour(1));
         assert!(store
-            .apply_now(&"k", Change::Charge(1), &other)
+            .decide_now(&"k", Change::Charge(1), &other)
             .is_allowed());
     }
 
@@ -662,11 +686,11 @@ mod tests {
         let store = MemoryStore::with_clock(ManualClock::new());
         let policy = policy(Quota::per_second(1).burst(2));
         assert_eq!(
-            store.apply_now(&"k", Change::Charge(0), &policy)[0].remaining,
+            store.decide_now(&"k", Change::Charge(0), &policy)[0].remaining,
             2
         );
         assert_eq!(
-            store.apply_now(&"k", Change::Charge(3), &policy)[0].outcome,
+            store.decide_now(&"k", Change::Charge(3), &policy)[0].outcome,
             Outcome::CostExceedsBurst
         );
         assert!(store.is_empty());
@@ -682,7 +706,7 @@ mod tests {
         let policies = both(&wide, &narrow);
         assert_eq!(admitted_by_threads(&store, &policies), 60);
         // Thousands of refusals by "narrow" spent nothing of "wide".
-        let look = store.apply_now(&"hot", Change::Charge(0), &policies);
+        let look = store.decide_now(&"hot", Change::Charge(0), &policies);
         assert_eq!((look[0].remaining, look[1].remaining), (40, 0));
     }
 
@@ -696,11 +720,11 @@ mod tests {
         );
         let policies = both(&second, &hour);
         for left in [(1, 4), (0, 3)] {
-            let decisions = store.apply_now(&"k", Change::Charge(1), &policies);
+            let decisions = store.decide_now(&"k", Change::Charge(1), &policies);
             assert!(decisions.is_allowed());
             assert_eq!((decisions[0].remaining, decisions[1].remaining), left);
         }
-        let refused = store.apply_now(&"k", Change::Charge(1), &policies);
+        let refused = store.decide_now(&"k", Change::Charge(1), &policies);
         assert_eq!(refused.violated().collect::<Vec<_>>(), [0]);
         assert_eq!(refused[1].outcome, Outcome::Allowed);
         assert_eq!(refused[1].remaining, 3);
@@ -711,14 +735,14 @@ mod tests {
             }
         );
         // A cost above one burst is refused as such, and charges the other nothing.
-        let too_costly = store.apply_now(&"k", Change::Charge(4), &policies);
+        let too_costly = store.decide_now(&"k", Change::Charge(4), &policies);
         assert_eq!(too_costly.summary().outcome, Outcome::CostExceedsBurst);
         clock.advance(Duration::from_secs(1));
-        let decisions = store.apply_now(&"k", Change::Charge(2), &policies);
+        let decisions = store.decide_now(&"k", Change::Charge(2), &policies);
         assert_eq!((decisions[0].remaining, decisions[1].remaining), (0, 1));
         // A policy keeps one state, alone or in a set.
         assert_eq!(
-            store.apply_now(&"k", Change::Charge(0), &hour)[0].remaining,
+            store.decide_now(&"k", Change::Charge(0), &hour)[0].remaining,
             1
         );
     }
@@ -732,19 +756,19 @@ mod tests {
             &named("minute", Quota::per_minute(1)),
         );
         for key in 0..FIRST_SWEEP_AT as u64 / 2 {
-            store.apply_now(&key, Change::Charge(1), &policies);
+            store.decide_now(&key, Change::Charge(1), &policies);
         }
         assert_eq!(store.len(), FIRST_SWEEP_AT);
         clock.advance(Duration::from_secs(1));
-        store.apply_now(&u64::MAX, Change::Charge(1), &policies);
+        store.decide_now(&u64::MAX, Change::Charge(1), &policies);
         // Full again under "second" only: those states go, the others stay.
         assert_eq!(store.len(), FIRST_SWEEP_AT / 2 + 2);
         assert!(!store
-            .apply_now(&0, Change::Charge(1), &policies)
+            .decide_now(&0, Change::Charge(1), &policies)
             .is_allowed());
         clock.advance(Duration::from_secs(60));
         assert!(store
-            .apply_now(&0, Change::Charge(1), &policies)
+            .decide_now(&0, Change::Charge(1), &policies)
             .is_allowed());
     }
 }
@@ -776,7 +800,7 @@ mod management {
                         (0..requests)
                             .filter(|_| {
                                 store
-                                    .apply_now(&"k", Change::Charge(1), policy)
+                                    .decide_now(&"k", Change::Charge(1), policy)
                                     .is_allowed()
                             })
                             .count() as u64
@@ -796,8 +820,8 @@ mod management {
             scope.spawn(|| {
                 for _ in 0..200 {
                     // Count the units each refund really gave back.
-                    let before = store.apply_now(&"k", Change::Charge(0), &policy)[0].remaining;
-                    let after = store.apply_now(&"k", Change::Refund(1), &policy)[0].remaining;
+                    let before = store.decide_now(&"k", Change::Charge(0), &policy)[0].remaining;
+                    let after = store.decide_now(&"k", Change::Refund(1), &policy)[0].remaining;
                     refunded.fetch_add(after.saturating_sub(before).min(1), Relaxed);
                 }
             });
@@ -805,7 +829,7 @@ mod management {
         });
         // Every admission was paid by the burst or by a refund (at most one unit each,
         // at least what was seen), and nothing was lost.
-        let left = store.apply_now(&"k", Change::Charge(0), &policy)[0].remaining;
+        let left = store.decide_now(&"k", Change::Charge(0), &policy)[0].remaining;
         assert!(admitted + left <= 50 + 200, "{admitted} + {left}");
         assert!(
             admitted + left >= 50 + refunded.load(Relaxed) / 2,
@@ -818,7 +842,7 @@ mod management {
         let store = MemoryStore::with_clock(ManualClock::new());
         let policy = policy("default", Quota::per_hour(1).burst(10));
         for _ in 0..50 {
-            store.apply_now(&"k", Change::Reset, &policy);
+            store.decide_now(&"k", Change::Reset, &policy);
             assert_eq!(charged_by_threads(&store, &policy, 20), 10);
         }
     }
@@ -828,11 +852,11 @@ mod management {
         let store = MemoryStore::with_clock(ManualClock::new());
         let policy = policy("default", Quota::per_second(1).burst(3));
         assert_eq!(
-            store.apply_now(&"k", Change::Reset, &policy)[0].remaining,
+            store.decide_now(&"k", Change::Reset, &policy)[0].remaining,
             3
         );
         assert_eq!(
-            store.apply_now(&"k", Change::Refund(2), &policy)[0].remaining,
+            store.decide_now(&"k", Change::Refund(2), &policy)[0].remaining,
             3
         );
         assert!(store.is_empty());
@@ -843,11 +867,11 @@ mod management {
         let clock = ManualClock::new();
         let store = MemoryStore::with_clock(clock.clone());
         let fixed = policy("trial", Quota::fixed(3));
-        let blocked = store.apply_now(&"k", Change::Block(Duration::from_secs(60)), &fixed);
+        let blocked = store.decide_now(&"k", Change::Block(Duration::from_secs(60)), &fixed);
         let retry = Some(Duration::from_secs(60));
         assert_eq!(blocked[0].outcome, Outcome::Denied { retry_after: retry });
         clock.advance(Duration::from_secs(60));
-        let decision = store.apply_now(&"k", Change::Charge(1), &fixed);
+        let decision = store.decide_now(&"k", Change::Charge(1), &fixed);
         assert_eq!((decision.is_allowed(), decision[0].remaining), (true, 2));
     }
 }

@@ -69,6 +69,18 @@ pub trait Store<K>: Clone + Send + Sync + 'static {
     /// Applies `change` to `key` under every policy of `policies`, in one atomic step.
     fn apply(&self, key: &K, change: Change, policies: &Policies) -> Self::Future;
 
+    /// What [`apply`](Store::apply) answers, without a future, for a store that decides
+    /// in process (`None`, the default, for one that does not).
+    fn apply_now(
+        &self,
+        key: &K,
+        change: Change,
+        policies: &Policies,
+    ) -> Option<Result<Decisions, StoreError>> {
+        let _ = (key, change, policies);
+        None
+    }
+
     /// Checks, before any request, that the store can enforce `policies` exactly (a
     /// [`Misconfigured`](StoreErrorKind::Misconfigured) error otherwise). Called when a
     /// [`Limiter`](crate::Limiter) is built.
