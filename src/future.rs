@@ -15,8 +15,8 @@ use tower_service::Service;
 use crate::body::ResponseBody;
 use crate::key::KeyExtractor;
 use crate::limiter::Check;
-use crate::service::{Charge, Refund, Report, Shared, Verdict};
 use crate::store::Store;
+use crate::verdict::{Charge, Refund, Report, Shared, Verdict};
 
 pin_project! {
     /// The response future of [`RateLimit`](crate::RateLimit): waits for the store's

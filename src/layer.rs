@@ -13,14 +13,12 @@ use crate::key::KeyExtractor;
 use crate::limiter::LimiterBuilder;
 use crate::observe::DecisionEvent;
 use crate::reject::Rejection;
-use crate::service::{RateLimit, RefundIf, Resolve, Shared, Skip};
+use crate::service::RateLimit;
 use crate::store::Store;
 use crate::throttle::Throttle;
+use crate::verdict::{OnRejection, RefundIf, Resolve, Shared, Skip};
 use crate::weight::{self, Weigher};
 use crate::{Algorithm, FailurePolicy, Limiter, Policies, Policy, PolicyError, Quota, RequestHead};
-
-/// A custom rejection answer; see [`RateLimitLayer::on_rejection`].
-pub(crate) type OnRejection = Arc<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync>;
 
 /// Applies a keyed rate limit to a service: for each request, a key `K` is extracted, the
 /// request is weighed, and the store `S` decides whether it passes.

@@ -89,6 +89,7 @@ mod request;
 mod service;
 pub mod store;
 mod throttle;
+mod verdict;
 pub mod weight;
 
 pub use algorithm::Algorithm;
@@ -104,4 +105,5 @@ pub use policy::{Policies, Policy, PolicyError};
 pub use quota::{Quota, QuotaError};
 pub use reject::Rejection;
 pub use request::RequestHead;
-pub use service::{RateLimit, RateLimitInfo};
+pub use service::RateLimit;
+pub use verdict::RateLimitInfo;
