@@ -36,6 +36,34 @@ use crate::{Algorithm, FailurePolicy, Limiter, Policies, Policy, PolicyError, Qu
 ///     );
 /// ```
 ///
+/// What a client sees, through any Tower service:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use tower::{Layer, ServiceExt};
+/// use tower_ratelimit::{key, store::MemoryStore, Quota, RateLimitLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = RateLimitLayer::new(key::Global, MemoryStore::new(), Quota::per_minute(1).burst(2));
+/// let service = layer.layer(tower::service_fn(|_: Request<()>| async {
+///     Ok::<_, Infallible>(Response::new(()))
+/// }));
+/// let first = service.clone().oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(first.status(), StatusCode::OK);
+/// // Two at once, then one a minute: the whole burst is back after 120 s.
+/// assert_eq!(first.headers()["ratelimit-policy"], r#""default";q=2;w=120"#);
+/// assert_eq!(first.headers()["ratelimit"], r#""default";r=1;t=60"#);
+/// service.clone().oneshot(Request::new(())).await.unwrap();
+/// let refused = service.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(refused.headers()["retry-after"], "60");
+/// assert_eq!(refused.headers()["ratelimit"], r#""default";r=0;t=60"#);
+/// assert_eq!(refused.headers()["content-type"], "application/problem+json");
+/// # }
+/// ```
+///
 /// # Where it goes
 ///
 /// Put the limiter **outside** concurrency limits, load shedding and timeouts (earlier in a

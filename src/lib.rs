@@ -1,11 +1,29 @@
-//! Keyed rate limiting for [Tower](https://docs.rs/tower) services: axum, tonic, hyper.
+//! Keyed rate limiting in two parts: the [`Limiter`], and [`RateLimitLayer`], its adapter
+//! for [Tower](https://docs.rs/tower) services (axum, tonic, hyper).
+//!
+//! A [`Limiter`] is a [`store`] and its policies: [`check`](Limiter::check) a key
+//! (a user, a connection, a job), [`peek`](Limiter::peek), [`reset`](Limiter::reset),
+//! [`refund`](Limiter::refund), [`penalize`](Limiter::penalize), [`block`](Limiter::block)
+//! or wait [`until_ready`](Limiter::until_ready), with no HTTP anywhere:
+//!
+//! ```
+//! use tower_ratelimit::{store::MemoryStore, Limiter, Quota};
+//!
+//! // Three login attempts, then one more a minute; a successful login starts afresh.
+//! let logins = Limiter::new(MemoryStore::new(), Quota::per_minute(1).burst(3));
+//! for _ in 0..3 {
+//!     assert!(logins.check_now(&"alice").is_allowed());
+//! }
+//! assert!(!logins.check_now(&"alice").is_allowed());
+//! ```
 //!
 //! For every request, [`RateLimitLayer`] extracts a **key** ([`key`]: peer IP, client IP
 //! behind trusted proxies, a header, one global key, or a closure), computes a **weight**
-//! ([`weight`]), and asks a **store** ([`store`]) whether the request passes its
-//! [`Quota`]. Passing requests reach the service; the others are answered at once with
-//! `429 Too Many Requests` (gRPC: `RESOURCE_EXHAUSTED`), `Retry-After` and the rate-limit
-//! [`headers`].
+//! ([`weight`]), and asks its limiter whether the request passes its [`Quota`]. Passing
+//! requests reach the service; the others are answered at once with `429 Too Many
+//! Requests` (gRPC: `RESOURCE_EXHAUSTED`), `Retry-After` and the rate-limit [`headers`].
+//! [`RateLimitLayer::limiter`] gives the limiter back, so handlers act on the very state
+//! the layer charges.
 //!
 //! # Quick start
 //!
