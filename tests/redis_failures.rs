@@ -288,3 +288,38 @@ async fn a_lazy_store_starts_while_redis_is_down_and_uses_it_once_up() {
     let eager = RedisStore::connect(server.url()).await.unwrap();
     assert_eq!(store.script_sha(), eager.script_sha());
 }
+
+/// A server that accepts connections and never answers: `connect` gives up within its
+/// connect timeout (1 s by default), with a timeout error, instead of hanging.
+#[tokio::test]
+async fn connecting_to_a_silent_server_fails_within_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let error = RedisStore::connect(&url).await.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        tower_ratelimit::store::StoreErrorKind::Timeout,
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    let quick = RedisStore::builder(&url).connect_timeout(Duration::from_millis(200));
+    let started = Instant::now();
+    assert!(quick.connect().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    silent.abort();
+}

@@ -23,6 +23,7 @@ pub struct RedisStoreBuilder {
     breaker_failures: u32,
     breaker_cool_down: Duration,
     deny_cache_capacity: Option<usize>,
+    connect_timeout: Duration,
 }
 
 impl RedisStoreBuilder {
@@ -36,6 +37,7 @@ impl RedisStoreBuilder {
             breaker_failures: 5,
             breaker_cool_down: Duration::from_millis(250),
             deny_cache_capacity: Some(65_536),
+            connect_timeout: Duration::from_secs(1),
         }
     }
 
@@ -80,19 +82,39 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects and loads the script. Fails if Redis cannot be reached (after a few
-    /// attempts over about a second) or refuses the script.
+    /// How long [`connect`](Self::connect) may take, the script loaded (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects and loads the script, within the [connect
+    /// timeout](Self::connect_timeout) (1 s by default) whatever Redis does: it fails if
+    /// Redis cannot be reached, refuses the script, or accepts the connection and never
+    /// answers.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let failed = |e: redis::RedisError| {
             StoreError::new(StoreErrorKind::Unavailable, "cannot use Redis").with_source(e)
         };
-        let mut connection = self.target.connect(self.deadline).await.map_err(failed)?;
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(SCRIPT)
-            .query_async(&mut connection)
-            .await
-            .map_err(failed)?;
+        let connecting = async {
+            let mut connection = self.target.connect(self.deadline).await.map_err(failed)?;
+            let sha: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SCRIPT)
+                .query_async(&mut connection)
+                .await
+                .map_err(failed)?;
+            Ok::<_, StoreError>((connection, sha))
+        };
+        let timeout = self.connect_timeout;
+        let (connection, sha) =
+            tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| {
+                    let message =
+                        format!("Redis did not answer within the connect timeout ({timeout:?})");
+                    StoreError::new(StoreErrorKind::Timeout, message)
+                })??;
         let store = self.build(connection, sha);
         if let Some(listener) = &store.shared.listener {
             listener.subscribed().await;
