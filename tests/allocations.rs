@@ -13,16 +13,20 @@ struct Counting;
 
 thread_local! {
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    /// Bytes allocated and not yet freed by this thread.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards to the system allocator; only counts, per thread.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        LIVE.with(|n| n.set(n.get() + layout.size() as isize));
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.with(|n| n.set(n.get() - layout.size() as isize));
         unsafe { System.dealloc(ptr, layout) }
     }
 }
@@ -107,4 +111,55 @@ fn the_layer_adds_no_allocation_to_an_allowed_request_without_headers() {
         }
     });
     assert_eq!(allocations, 0);
+}
+
+/// The bytes a store holds after 10 000 keys of `len` bytes each, one request each.
+fn bytes_held(len: usize) -> isize {
+    let store = MemoryStore::<Vec<u8>>::new();
+    let policy: Policies = Policy::new("default", Quota::per_hour(1), Algorithm::TokenBucket)
+        .unwrap()
+        .into();
+    let before = LIVE.with(Cell::get);
+    for i in 0..10_000u32 {
+        let mut key = vec![b'k'; len];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        let decided = store.apply(&key, Change::Charge(1), &policy).into_inner();
+        assert!(decided.unwrap().is_allowed());
+    }
+    let held = LIVE.with(Cell::get) - before;
+    assert_eq!(store.len(), 10_000);
+    held
+}
+
+#[test]
+fn a_state_costs_the_same_whatever_the_key_holds() {
+    // A 250-byte header value costs what a 16-byte one does: keys are kept as digests.
+    let (short, long) = (bytes_held(16), bytes_held(250));
+    assert!(
+        long <= short + short / 20,
+        "{short} bytes for short keys, {long} for long ones"
+    );
+    // At most about 70 bytes per state, as documented for `max_bytes`.
+    assert!(short / 10_000 <= 70, "{} bytes per state", short / 10_000);
+}
+
+#[test]
+fn a_budget_in_bytes_bounds_a_flood_of_long_keys() {
+    let store = MemoryStore::<Vec<u8>>::new().max_bytes(700_000);
+    let policy: Policies = Policy::new("default", Quota::per_hour(1), Algorithm::TokenBucket)
+        .unwrap()
+        .into();
+    let before = LIVE.with(Cell::get);
+    for i in 0..100_000u32 {
+        let mut key = vec![b'k'; 250];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        let decided = store.apply(&key, Change::Charge(1), &policy).into_inner();
+        assert!(decided.unwrap().is_allowed(), "a newcomer is never refused");
+    }
+    assert!(store.len() <= 10_000);
+    let held = LIVE.with(Cell::get) - before;
+    assert!(
+        held <= 2 * 700_000,
+        "{held} bytes held for a 700 000-byte budget"
+    );
 }

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::future::{ready, Ready};
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -19,6 +20,8 @@ use crate::{Decisions, Policies, Policy};
 const FIRST_SWEEP_AT: usize = 1024;
 /// Locks for keys decided under several policies at once.
 const LOCKS: usize = 64;
+/// The most a state costs: a 32-byte entry in a table at least half full, rounded up.
+const BYTES_PER_STATE: usize = 70;
 /// Entries read to pick which to drop when the store is full.
 const SAMPLE: usize = 1024;
 
@@ -38,7 +41,10 @@ const SAMPLE: usize = 1024;
 ///   dropped key decides exactly as if it were still there. Sweeps run on the inserting
 ///   request when the key count doubles, so their cost is amortised; there is no background
 ///   task.
-/// * At most [`max_keys`](MemoryStore::max_keys) states are kept (default 1 048 576). A
+/// * At most [`max_keys`](MemoryStore::max_keys) states are kept (default 1 048 576;
+///   [`max_bytes`](MemoryStore::max_bytes) sets it from a budget in bytes: keys are kept as
+///   16-byte digests, so a state costs the same, at most about 70 bytes, whatever the
+///   client sent). A
 ///   full store never refuses a newcomer: it first drops idle states, then, if it is
 ///   still more than 7/8 full, drops the eighth of its states that say least: those
 ///   closest to a full bucket (their deficit is the smallest, judged on a sample of 1024).
@@ -59,15 +65,19 @@ const SAMPLE: usize = 1024;
 /// assert!(limiter.check_now(&"bob").is_allowed());
 /// ```
 pub struct MemoryStore<K, C = MonotonicClock> {
-    shared: Arc<Shared<K, C>>,
+    shared: Arc<Shared<C>>,
+    _key: PhantomData<fn(&K)>,
 }
 
-struct Shared<K, C> {
-    /// foldhash with a random seed per map: keys are chosen by clients, so not a fixed
-    /// hash, and SipHash would cost more than the rest of a decision.
-    states: DashMap<Slot<K>, AtomicU64, RandomState>,
+struct Shared<C> {
+    /// The keys' digests: foldhash under two random seeds per store, since keys are chosen
+    /// by clients (a fixed hash would let them aim at one state) and SipHash would cost
+    /// more than the rest of a decision.
+    seeds: [RandomState; 2],
+    /// Already a digest: hashed again by taking its bits.
+    states: DashMap<Slot, AtomicU64, TakeBits>,
     /// Blocked keys under a policy, until when (clock nanoseconds).
-    blocks: DashMap<Slot<K>, u64, RandomState>,
+    blocks: DashMap<Slot, u64, TakeBits>,
     /// `blocks.len()`, read without touching the map.
     blocked: AtomicUsize,
     /// The policies with state here, so sweeps can read each state word.
@@ -83,13 +93,52 @@ struct Shared<K, C> {
     sweeping: AtomicBool,
 }
 
-/// One key under one policy.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Slot<K> {
-    /// The low 32 bits of the policy's fingerprint: with the key, an entry fits in 32
-    /// bytes for `IpAddr` keys. Two policies on one store collide with probability 2^-32.
+/// One key under one policy, as a fixed-size digest: an entry is 32 bytes whatever the
+/// key (an IP address or a 250-byte header value), so a budget of states is a budget of
+/// bytes. Two keys share a state only if their 128-bit digests under the store's random
+/// seeds meet (probability 2^-128 per pair); two policies, if their 32-bit tags do
+/// (2^-32 per pair of policies on one store).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Slot {
     policy: u32,
-    key: K,
+    key: [u64; 2],
+}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.key[0] ^ u64::from(self.policy).rotate_left(32));
+    }
+}
+
+/// Hashes a [`Slot`] by taking the bits of its digest: they are random already.
+#[derive(Clone, Default)]
+struct TakeBits;
+
+impl BuildHasher for TakeBits {
+    type Hasher = Bits;
+
+    fn build_hasher(&self) -> Bits {
+        Bits(0)
+    }
+}
+
+struct Bits(u64);
+
+impl Hasher for Bits {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; any other input is folded in.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
 }
 
 #[derive(Default)]
@@ -109,12 +158,9 @@ fn tagged(policies: &Policies) -> impl Iterator<Item = (u32, &Policy)> {
         .map(move |(i, policy)| (tag(i), policy))
 }
 
-/// `key` under each of `policies`.
-fn slots<'a, K: Clone>(key: &'a K, policies: &'a Policies) -> impl Iterator<Item = Slot<K>> + 'a {
-    tagged(policies).map(|(policy, _)| Slot {
-        policy,
-        key: key.clone(),
-    })
+/// A key's digest under each of `policies`.
+fn slots(key: [u64; 2], policies: &Policies) -> impl Iterator<Item = Slot> + '_ {
+    tagged(policies).map(move |(policy, _)| Slot { policy, key })
 }
 
 impl<K: Hash + Eq> MemoryStore<K> {
@@ -135,7 +181,9 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
     /// in tests).
     pub fn with_clock(clock: C) -> Self {
         Self {
+            _key: PhantomData,
             shared: Arc::new(Shared {
+                seeds: [RandomState::default(), RandomState::default()],
                 states: DashMap::default(),
                 blocks: DashMap::default(),
                 blocked: AtomicUsize::new(0),
@@ -161,6 +209,14 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
         self
     }
 
+    /// Caps the memory the states take at about `bytes`: a state costs at most about 70
+    /// bytes whatever its key (a 32-byte entry in tables kept between half and 7/8 full;
+    /// long keys are kept as digests), so this is [`max_keys`](Self::max_keys) of
+    /// `bytes / 70`.
+    pub fn max_bytes(self, bytes: usize) -> Self {
+        self.max_keys(bytes / BYTES_PER_STATE)
+    }
+
     /// The number of states (keys under a policy) currently kept.
     pub fn len(&self) -> usize {
         self.shared.len.load(Relaxed)
@@ -173,10 +229,17 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
+    /// The key's digest: what the store keeps in its place.
+    fn digest(&self, key: &K) -> [u64; 2] {
+        let [first, second] = &self.shared.seeds;
+        [first.hash_one(key), second.hash_one(key)]
+    }
+
     /// Applies `change` now; what [`Store::apply`] answers, without a future.
     pub(crate) fn decide_now(&self, key: &K, change: Change, policies: &Policies) -> Decisions {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
+        let key = self.digest(key);
         let block = match change {
             Change::Block(duration) => Some(self.block(key, policies, now, duration)),
             Change::Reset => {
@@ -196,7 +259,13 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 
     #[inline]
-    fn apply_unblocked(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
+    fn apply_unblocked(
+        &self,
+        key: [u64; 2],
+        change: Change,
+        policies: &Policies,
+        now: u64,
+    ) -> Decisions {
         match policies.len() {
             1 if !self.is_grouped(policies) => self.apply_one(key, change, policies, now),
             _ => self.apply_locked(key, change, policies, now),
@@ -217,12 +286,12 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 
     /// One policy: a compare-and-swap loop on its word, or a new word.
-    fn apply_one(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
+    fn apply_one(&self, key: [u64; 2], change: Change, policies: &Policies, now: u64) -> Decisions {
         let shared = &*self.shared;
         // One policy: its state's identity is the set's fingerprint, computed once.
         let slot = Slot {
             policy: policies.fingerprint() as u32,
-            key: key.clone(),
+            key,
         };
         // The state after `change`, if it changed: a charge straight from the algorithm.
         let step = |state: u64| match change {
@@ -277,11 +346,17 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
 
     /// Several policies (or one also decided in a set): every word read, decided and
     /// written under the key's lock.
-    fn apply_locked(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
+    fn apply_locked(
+        &self,
+        key: [u64; 2],
+        change: Change,
+        policies: &Policies,
+        now: u64,
+    ) -> Decisions {
         let shared = &*self.shared;
         self.group(policies);
-        let slots: Vec<Slot<K>> = slots(key, policies).collect();
-        let lock = shared.states.hasher().hash_one(key) as usize % LOCKS;
+        let slots: Vec<Slot> = slots(key, policies).collect();
+        let lock = key[1] as usize % LOCKS;
         let _guard = shared.locks[lock].lock().unwrap_or_else(|e| e.into_inner());
         let read = |slot| shared.states.get(slot).map(|word| word.load(Relaxed));
         let before: Vec<Option<u64>> = slots.iter().map(read).collect();
@@ -334,7 +409,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 
     /// Blocks `key` under `policies` for `duration` from `now`; returns until when.
-    fn block(&self, key: &K, policies: &Policies, now: u64, duration: Duration) -> u64 {
+    fn block(&self, key: [u64; 2], policies: &Policies, now: u64, duration: Duration) -> u64 {
         let shared = &*self.shared;
         let until = now.saturating_add(duration.as_nanos().min(u128::from(u64::MAX)) as u64);
         let mut latest = until;
@@ -349,7 +424,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         latest
     }
 
-    fn unblock(&self, key: &K, policies: &Policies) {
+    fn unblock(&self, key: [u64; 2], policies: &Policies) {
         let shared = &*self.shared;
         if shared.blocked.load(Relaxed) == 0 {
             return;
@@ -363,7 +438,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
 
     /// Until when `key` is blocked under any of `policies`, if it is at `now`.
     #[inline]
-    fn blocked_until(&self, key: &K, policies: &Policies, now: u64) -> Option<u64> {
+    fn blocked_until(&self, key: [u64; 2], policies: &Policies, now: u64) -> Option<u64> {
         let shared = &*self.shared;
         if shared.blocked.load(Relaxed) == 0 {
             return None;
@@ -471,6 +546,7 @@ fn deficit(registry: &Registry, policy: u32, state: u64, now: u64) -> Option<u64
 impl<K, C> Clone for MemoryStore<K, C> {
     fn clone(&self) -> Self {
         Self {
+            _key: PhantomData,
             shared: Arc::clone(&self.shared),
         }
     }
