@@ -7,7 +7,7 @@
 //!     [--algorithm token-bucket|leaky-bucket|fixed-window|sliding-window]
 //!     [--key ip|global|header:NAME] [--max-delay-ms MS]
 //!     [--redis URL] [--redis-cluster URL,URL] [--on-redis-error open|closed|local]
-//!     [--stats]
+//!     [--stats] [--max-keys N]
 //! ```
 //!
 //! By default each client IP may send 1 request per second, in bursts of up to 5. Try it:
@@ -76,6 +76,9 @@ struct Args {
     /// Print a summary line of the decisions every second.
     #[arg(long)]
     stats: bool,
+    /// The most states the in-process store keeps (default 1 048 576).
+    #[arg(long, value_name = "N")]
+    max_keys: Option<usize>,
 }
 
 /// Decisions counted by outcome, for `--stats`.
@@ -164,6 +167,15 @@ impl KeyExtractor for KeyArg {
             Self::Header(header) => header.extract(request)?.as_bytes().to_vec(),
         })
     }
+
+    /// Each kind keeps its own namespace: a header value never meets an address.
+    fn namespace(&self) -> String {
+        match self {
+            Self::Ip => key::PeerIp.namespace(),
+            Self::Global => key::Global.namespace(),
+            Self::Header(header) => header.namespace(),
+        }
+    }
 }
 
 /// Exits with a usage error naming `flag`.
@@ -216,7 +228,10 @@ async fn main() -> std::io::Result<()> {
         return serve(args, policy, store).await;
     }
     match args.redis.clone() {
-        None => serve(args, policy, MemoryStore::new()).await,
+        None => {
+            let store = MemoryStore::new().max_keys(args.max_keys.unwrap_or(1 << 20));
+            serve(args, policy, store).await
+        }
         Some(url) => serve(args, policy, redis_store(&url).await).await,
     }
 }

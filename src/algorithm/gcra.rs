@@ -124,6 +124,7 @@ pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
 
 /// How far ahead of the clock the TAT stood when a request of `cost` was denied with
 /// `retry_after`: `retry = TAT + cost·T − burst·T − now` solved for `TAT − now`.
+#[cfg(feature = "redis")]
 pub(crate) fn debt(retry_after: Duration, cost: u64, quota: &Quota) -> u64 {
     let interval = quota.interval_nanos().unwrap_or(0);
     retry_after.as_nanos() as u64 + (quota.burst_size() - cost) * interval

@@ -9,6 +9,7 @@ mod fixed_window;
 mod gcra;
 mod sliding_window;
 
+#[cfg(feature = "redis")]
 pub(crate) use gcra::debt as gcra_debt;
 
 use std::time::Duration;
