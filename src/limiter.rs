@@ -176,6 +176,7 @@ where
 
     /// Like [`check_n`](Self::check_n), under other policies than the limiter's (a tier
     /// picked per key), with their own state.
+    #[inline]
     pub fn check_under(&self, key: &K, cost: u64, policies: Option<&Policies>) -> Check<K, S> {
         let inner = &self.inner;
         let started = self.observed().then(Instant::now);
@@ -590,6 +591,7 @@ struct Pending<K, S: Store<K>> {
 
 impl<K, S: Store<K>> Check<K, S> {
     /// The answer, if the store gave it at once (an in-process store always does).
+    #[inline]
     pub(crate) fn ready(&mut self) -> Option<Result<Decisions, StoreError>> {
         match &mut self.0 {
             CheckState::Done(done) => done.take(),

@@ -259,6 +259,7 @@ impl<K: KeyExtractor, S> Shared<K, S> {
 impl<Key> Charge<Key> {
     /// What the response may give back: the charge of a request that passed (only kept
     /// when the layer refunds by response).
+    #[inline]
     pub(crate) fn refund(self, report: Option<&Report>) -> Option<Box<Refund<Key>>> {
         let key = self.key?;
         let passed = report.is_some_and(|report| report.decisions.is_allowed());

@@ -236,10 +236,20 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 
     /// Applies `change` now; what [`Store::apply`] answers, without a future.
+    #[inline]
     pub(crate) fn decide_now(&self, key: &K, change: Change, policies: &Policies) -> Decisions {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
         let key = self.digest(key);
+        // The common case: a charge under one policy, no block or set anywhere.
+        if let (Change::Charge(_), 1, 0, false) = (
+            change,
+            policies.len(),
+            shared.blocked.load(Relaxed),
+            shared.any_grouped.load(Relaxed),
+        ) {
+            return self.apply_one(key, change, policies, now);
+        }
         let block = match change {
             Change::Block(duration) => Some(self.block(key, policies, now, duration)),
             Change::Reset => {
@@ -572,6 +582,7 @@ where
         ready(Ok(self.decide_now(key, change, policies)))
     }
 
+    #[inline]
     fn apply_now(
         &self,
         key: &K,
