@@ -213,18 +213,21 @@ mod redis {
         assert!(!old.check(&"k".to_owned()).await.unwrap().is_allowed());
     }
 
-    /// What the deny cache does when a key's state vanishes behind its back (an external
-    /// `DEL`, Redis losing its data): the app server that saw the denial keeps denying
-    /// locally until the bound it recorded has passed; the others ask Redis and admit. A
-    /// reset through the limiter clears this server's cache at once.
-    #[tokio::test]
-    async fn an_external_del_is_seen_by_other_servers_and_by_a_reset() {
-        let server = RedisServer::start();
-        let prefix = unique_prefix("del");
+    /// Two app servers on one Redis; the first has spent key `k`'s burst of 2 and cached
+    /// the denial that followed.
+    async fn two_servers_with_a_cached_denial(
+        server: &RedisServer,
+        name: &str,
+    ) -> (
+        Limiter<String, RedisStore>,
+        Limiter<String, RedisStore>,
+        String,
+    ) {
+        let prefix = unique_prefix(name);
         let quota = Quota::per_hour(1).burst(2);
         let (a, b) = (
-            Limiter::new(store(&server, &prefix).await, quota),
-            Limiter::new(store(&server, &prefix).await, quota),
+            Limiter::new(store(server, &prefix).await, quota),
+            Limiter::new(store(server, &prefix).await, quota),
         );
         let key = "k".to_owned();
         assert_eq!(a.check_n(&key, 2).await.unwrap()[0].remaining, 0);
@@ -232,6 +235,17 @@ mod redis {
             !a.check(&key).await.unwrap().is_allowed(),
             "denied, and cached"
         );
+        (a, b, key)
+    }
+
+    /// What the deny cache does when a key's state vanishes behind its back (an external
+    /// `DEL`, Redis losing its data): the app server that saw the denial keeps denying
+    /// locally until the bound it recorded has passed; the others ask Redis and admit. A
+    /// reset through the limiter clears this server's cache at once.
+    #[tokio::test]
+    async fn an_external_del_is_seen_by_other_servers_and_by_a_reset() {
+        let server = RedisServer::start();
+        let (a, b, key) = two_servers_with_a_cached_denial(&server, "del").await;
         let storage_key = a.store().storage_key(&key, a.policies(), 0);
         let client = ::redis::Client::open(server.url()).unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
@@ -260,18 +274,7 @@ mod redis {
     #[tokio::test]
     async fn a_reset_or_refund_on_one_app_server_reaches_the_deny_caches_of_the_others() {
         let server = RedisServer::start();
-        let prefix = unique_prefix("coherent");
-        let quota = Quota::per_hour(1).burst(2);
-        let (a, b) = (
-            Limiter::new(store(&server, &prefix).await, quota),
-            Limiter::new(store(&server, &prefix).await, quota),
-        );
-        let key = "k".to_owned();
-        assert_eq!(a.check_n(&key, 2).await.unwrap()[0].remaining, 0);
-        assert!(
-            !a.check(&key).await.unwrap().is_allowed(),
-            "denied, and cached"
-        );
+        let (a, b, key) = two_servers_with_a_cached_denial(&server, "coherent").await;
         b.reset(&key).await.unwrap();
         // One pub/sub delivery, not the hour the cached bound would have held.
         assert!(denied_for(&a, &key).await < Duration::from_secs(1));
