@@ -79,7 +79,8 @@
 //!   [`weight::by_route`] reads axum's matched route.
 //! * `metrics`: every decision is recorded with the [`metrics`](https://docs.rs/metrics)
 //!   facade: counters `ratelimit_decisions_total{policy, outcome}` (outcome `allowed`,
-//!   `delayed`, `denied`, `too_costly`, `unavailable`) and `ratelimit_fallback_total{policy}`, and the
+//!   `delayed`, `denied`, `too_costly`, `unavailable`), `ratelimit_fallback_total{policy}`,
+//!   `ratelimit_store_errors_total{policy, kind}` ([`StoreErrorKind::as_str`](store::StoreErrorKind::as_str)), and the
 //!   histogram `ratelimit_decision_seconds{policy, source}`. The handles are registered
 //!   on a layer's first decision, so install the recorder before serving.
 //! * `tonic`: [`key::PeerIp`] (and so [`key::ClientIp`]) reads tonic's `TcpConnectInfo`,

@@ -80,6 +80,8 @@ pub(crate) struct Metrics {
     fallbacks: metrics::Counter,
     /// By source: store, fallback, unavailable.
     latency: [metrics::Histogram; 3],
+    /// Store failures by kind, in the order of `StoreErrorKind::ALL`.
+    errors: [metrics::Counter; 7],
 }
 
 #[cfg(feature = "metrics")]
@@ -102,15 +104,27 @@ impl Metrics {
                 "source" => source
             )
         });
+        let errors = crate::store::StoreErrorKind::ALL.map(|kind| {
+            metrics::counter!(
+                "ratelimit_store_errors_total",
+                "policy" => policy.clone(),
+                "kind" => kind.as_str()
+            )
+        });
         Self {
             decisions,
             fallbacks: metrics::counter!("ratelimit_fallback_total", "policy" => policy),
             latency,
+            errors,
         }
     }
 
     pub(crate) fn record<Key>(&self, event: &DecisionEvent<'_, Key>) {
         self.decisions[outcome_index(event.decision)].increment(1);
+        if let Some(error) = event.error {
+            // `ALL` lists the kinds in their declaration order.
+            self.errors[error.kind() as usize].increment(1);
+        }
         let source = match event.source {
             DecisionSource::Store => 0,
             DecisionSource::Fallback => {

@@ -323,3 +323,48 @@ async fn connecting_to_a_silent_server_fails_within_the_connect_timeout() {
     );
     silent.abort();
 }
+
+/// Redis at `maxmemory` under `noeviction` refuses the script's writes: decisions fail
+/// with their own kind, so operators can tell a full Redis from a dead one. The store
+/// also reports the eviction policy it found when connecting.
+#[tokio::test]
+async fn a_full_redis_is_an_out_of_memory_error_and_eviction_policies_are_reported() {
+    let server = RedisServer::start();
+    if server.skip_unless_owned("a_full_redis_is_an_out_of_memory_error") {
+        return;
+    }
+    let client = redis::Client::open(server.url()).unwrap();
+    let connection = client.get_multiplexed_async_connection().await.unwrap();
+    let set = |name: &'static str, value: &'static str| {
+        let mut connection = connection.clone();
+        async move {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+        }
+    };
+    set("maxmemory-policy", "allkeys-lru").await;
+    let evicting = RedisStore::connect(server.url()).await.unwrap();
+    assert_eq!(evicting.maxmemory_policy(), Some("allkeys-lru"));
+    set("maxmemory-policy", "noeviction").await;
+    let store = RedisStore::connect(server.url()).await.unwrap();
+    assert_eq!(store.maxmemory_policy(), Some("noeviction"));
+    set("maxmemory", "1").await;
+    let policy = Policy::new("default", QUOTA, Algorithm::TokenBucket)
+        .unwrap()
+        .into();
+    let error = store
+        .apply(&"k".to_owned(), Change::Charge(1), &policy)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.kind(),
+        tower_ratelimit::store::StoreErrorKind::OutOfMemory,
+        "{error}"
+    );
+    set("maxmemory", "0").await;
+}

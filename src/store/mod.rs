@@ -116,6 +116,37 @@ pub enum StoreErrorKind {
     Misconfigured,
     /// The change asked for is out of bounds (a block over 100 years).
     InvalidChange,
+    /// The store is out of memory (Redis answered `OOM`: `maxmemory` reached under
+    /// `noeviction`).
+    OutOfMemory,
+}
+
+impl StoreErrorKind {
+    /// Every kind, in their declaration order.
+    #[cfg(feature = "metrics")]
+    pub(crate) const ALL: [Self; 7] = [
+        Self::Timeout,
+        Self::CircuitOpen,
+        Self::Overloaded,
+        Self::Unavailable,
+        Self::Misconfigured,
+        Self::InvalidChange,
+        Self::OutOfMemory,
+    ];
+
+    /// A label for logs and metrics: `timeout`, `circuit_open`, `overloaded`,
+    /// `unavailable`, `misconfigured`, `invalid_change` or `out_of_memory`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::CircuitOpen => "circuit_open",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable => "unavailable",
+            Self::Misconfigured => "misconfigured",
+            Self::InvalidChange => "invalid_change",
+            Self::OutOfMemory => "out_of_memory",
+        }
+    }
 }
 
 impl StoreError {

@@ -104,10 +104,18 @@ impl RedisStoreBuilder {
                 .query_async(&mut connection)
                 .await
                 .map_err(failed)?;
-            Ok::<_, StoreError>((connection, sha))
+            // Not every Redis lets clients read its configuration (managed services).
+            let policy: Option<Vec<String>> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut connection)
+                .await
+                .ok();
+            let policy = policy.and_then(|reply| reply.into_iter().nth(1));
+            Ok::<_, StoreError>((connection, sha, policy))
         };
         let timeout = self.connect_timeout;
-        let (connection, sha) =
+        let (connection, sha, policy) =
             tokio::time::timeout(timeout, connecting)
                 .await
                 .map_err(|_| {
@@ -115,7 +123,14 @@ impl RedisStoreBuilder {
                         format!("Redis did not answer within the connect timeout ({timeout:?})");
                     StoreError::new(StoreErrorKind::Timeout, message)
                 })??;
-        let store = self.build(connection, sha);
+        if let Some(policy) = policy.as_deref().filter(|&policy| policy != "noeviction") {
+            tracing::warn!(
+                maxmemory_policy = policy,
+                "Redis may evict rate-limit keys under memory pressure, resetting their \
+                 limits silently; prefer `maxmemory-policy noeviction` (or a Redis of their own)"
+            );
+        }
+        let store = self.build(connection, sha, policy);
         if let Some(listener) = &store.shared.listener {
             listener.subscribed().await;
         }
@@ -144,11 +159,16 @@ impl RedisStoreBuilder {
             StoreError::new(StoreErrorKind::Misconfigured, "cannot use Redis").with_source(e)
         })?;
         let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
-        Ok(self.build(connection, sha))
+        Ok(self.build(connection, sha, None))
     }
 
     /// The store, its deny caches listening for invalidations (needs a Tokio runtime).
-    fn build(self, connection: Connection, sha: String) -> RedisStore {
+    fn build(
+        self,
+        connection: Connection,
+        sha: String,
+        maxmemory_policy: Option<String>,
+    ) -> RedisStore {
         let channel = invalidation::channel(&self.prefix);
         let deny_caches = self
             .deny_cache_capacity
@@ -167,6 +187,7 @@ impl RedisStoreBuilder {
                 deny_caches,
                 channel,
                 listener,
+                maxmemory_policy,
                 clock: MonotonicClock::new(),
             }),
         }

@@ -88,8 +88,11 @@ where
                 Ok(Ok(reply)) => reply,
                 Ok(Err(error)) => {
                     pass.record(false, done);
-                    return Err(StoreError::new(StoreErrorKind::Unavailable, "Redis failed")
-                        .with_source(error));
+                    let kind = match error.code() {
+                        Some("OOM") => StoreErrorKind::OutOfMemory,
+                        _ => StoreErrorKind::Unavailable,
+                    };
+                    return Err(StoreError::new(kind, "Redis failed").with_source(error));
                 }
                 Err(_) => {
                     pass.record(false, done);

@@ -118,6 +118,8 @@ struct Shared {
     channel: String,
     /// Listens on `channel` while the deny cache is on.
     listener: Option<Listener>,
+    /// Redis's `maxmemory-policy` as read when connecting, if it could be.
+    maxmemory_policy: Option<String>,
     clock: MonotonicClock,
 }
 
@@ -142,6 +144,14 @@ impl RedisStore {
     ) -> Vec<u8> {
         let fingerprint = policies[index].fingerprint();
         key::storage_key(&self.shared.prefix, policies.namespace(), key, fingerprint)
+    }
+
+    /// Redis's `maxmemory-policy`, as read when the store connected (`None` if `CONFIG`
+    /// is not allowed, or the store connected lazily). Anything but `noeviction` lets
+    /// Redis drop rate-limit keys under memory pressure, which resets their limits
+    /// silently: the store warns when it connects.
+    pub fn maxmemory_policy(&self) -> Option<&str> {
+        self.shared.maxmemory_policy.as_deref()
     }
 
     /// The SHA-1 of the script, as `EVALSHA` names it. Its arguments: `KEYS`, one per
