@@ -366,6 +366,35 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_is_never_earlier_than_the_t_of_a_violated_policy() {
+        let policy = |name, quota| Policy::new(name, quota, Algorithm::TokenBucket).unwrap();
+        let policies = Policies::new([
+            policy("burst", Quota::per_second(2)),
+            policy("daily", Quota::per_day(100)),
+        ])
+        .unwrap();
+        let retry = Duration::from_millis(1_500);
+        let decisions = Decisions::new(vec![
+            decision(
+                Outcome::Denied {
+                    retry_after: Some(retry),
+                },
+                0,
+                Some(retry),
+            ),
+            decision(Outcome::Allowed, 40, Some(Duration::from_secs(864))),
+        ]);
+        let mut headers = HeaderMap::new();
+        HeaderWriter::new(RateLimitHeaders::Ietf, &policies).write(&mut headers, &decisions);
+        write_retry_after(&mut headers, &decisions.summary());
+        assert_eq!(
+            headers["ratelimit"],
+            r#""burst";r=0;t=2, "daily";r=40;t=864"#
+        );
+        assert_eq!(headers["retry-after"], "2");
+    }
+
+    #[test]
     fn names_are_escaped_structured_field_strings() {
         let policy = Policy::new(r#"a "b" \c"#, Quota::per_minute(1), Algorithm::TokenBucket);
         let writer = HeaderWriter::new(RateLimitHeaders::Ietf, &policy.unwrap().into());
