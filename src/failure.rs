@@ -12,9 +12,10 @@ pub enum FailurePolicy {
     /// Answer `503 Service Unavailable` (gRPC: `UNAVAILABLE`): a store failure is not the
     /// client's fault, so not a `429`.
     Closed,
-    /// Decide with an in-process store meanwhile (the default). Each app server then
-    /// enforces the quota on its own, so `N` servers admit up to `N` times the quota
-    /// during the outage; give them a per-instance share with
+    /// Decide with an in-process store meanwhile (the default). Each app server enforces
+    /// its share of the quota on its own: by default one over the number of app servers
+    /// the store counts ([`Store::instances`](crate::store::Store::instances)), so `N`
+    /// servers together admit about one quota; see
     /// [`LimiterBuilder::fallback_share`](crate::LimiterBuilder::fallback_share).
     #[default]
     FallbackLocal,

@@ -54,8 +54,9 @@ pub struct Limiter<K, S> {
 
 struct Inner<K, S> {
     config: Config<K, S>,
-    /// The policies the fallback enforces, derived from `config`.
-    fallback_policies: Policies,
+    /// The policies the fallback enforces, derived from `config` for a count of app
+    /// servers.
+    fallback_policies: std::sync::Mutex<(u64, Policies)>,
     /// Store failures are logged at most once per interval, per limiter.
     warnings: Throttle,
     #[cfg(feature = "metrics")]
@@ -89,6 +90,9 @@ impl<K, S: Clone> Clone for Config<K, S> {
 /// What the fallback enforces.
 #[derive(Clone, Debug)]
 enum Fallback {
+    /// Every policy, with its limit and burst divided by the number of app servers the
+    /// store counts ([`Store::instances`]; 1 if it counts none).
+    Live,
     /// Every policy, with its limit and burst divided by this share (at least 1).
     Share(u64),
     /// These policies.
@@ -96,11 +100,16 @@ enum Fallback {
 }
 
 impl Fallback {
-    fn policies(&self, policies: &Policies) -> Policies {
-        match self {
-            Self::Share(1) => policies.clone(),
-            Self::Share(share) => scaled(policies, *share),
-            Self::Policies(policies) => policies.clone(),
+    /// The policies enforced in place of `policies`, with `live` app servers counted.
+    fn policies(&self, policies: &Policies, live: u64) -> Policies {
+        let share = match self {
+            Self::Live => live,
+            Self::Share(share) => *share,
+            Self::Policies(policies) => return policies.clone(),
+        };
+        match share {
+            0 | 1 => policies.clone(),
+            share => scaled(policies, share),
         }
     }
 }
@@ -154,7 +163,7 @@ where
                 store,
                 policies: policies.into(),
                 on_store_error: FailurePolicy::default(),
-                fallback: Fallback::Share(1),
+                fallback: Fallback::Live,
                 fallback_store: MemoryStore::new(),
                 on_decision: None,
             },
@@ -333,13 +342,23 @@ where
         Check(CheckState::Store(future))
     }
 
-    /// The policies the fallback enforces in place of `policies`.
+    /// The policies the fallback enforces in place of `policies`, for the app servers the
+    /// store counts now (the limiter's own are kept for the last count).
     fn fallback_for(&self, policies: &Policies) -> Policies {
         let inner = &*self.inner;
-        match policies == &inner.config.policies {
-            true => inner.fallback_policies.clone(),
-            false => inner.config.fallback.policies(policies),
+        let config = &inner.config;
+        let live = config.store.instances().unwrap_or(1);
+        if policies != &config.policies {
+            return config.fallback.policies(policies, live);
         }
+        let mut cached = inner
+            .fallback_policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if cached.0 != live {
+            *cached = (live, config.fallback.policies(policies, live));
+        }
+        cached.1.clone()
     }
 
     /// Whether anyone reads the decision latency.
@@ -455,8 +474,10 @@ where
     }
 
     /// While the store fails, the in-process fallback enforces each policy with its limit
-    /// and burst divided by `share` (rounded up; default 1: the whole quota): with `N` app
-    /// servers sharing the store, a share of `N` keeps their sum near the quota.
+    /// and burst divided by `share` (rounded up). By default the share is the number of
+    /// app servers the store counts ([`Store::instances`]: a `RedisStore` counts the live
+    /// ones sharing its prefix; 1 where none are counted), so `N` servers' fallbacks
+    /// together admit about one quota, not `N`.
     pub fn fallback_share(mut self, share: u64) -> Self {
         self.config.fallback = Fallback::Share(share.max(1));
         self
@@ -501,10 +522,10 @@ where
             .store
             .supports(&config.policies)
             .map_err(unsupported)?;
-        let fallback_policies = config.fallback.policies(&config.policies);
+        let fallback_policies = (1, config.fallback.policies(&config.policies, 1));
         Ok(Limiter {
             inner: Arc::new(Inner {
-                fallback_policies,
+                fallback_policies: std::sync::Mutex::new(fallback_policies),
                 config,
                 warnings: Throttle::new(Duration::from_secs(10)),
                 #[cfg(feature = "metrics")]

@@ -368,3 +368,49 @@ async fn a_full_redis_is_an_out_of_memory_error_and_eviction_policies_are_report
     );
     set("maxmemory", "0").await;
 }
+
+/// Three app servers on one Redis count each other through their heartbeats; when Redis
+/// dies, each one's fallback enforces a third of the quota, so together they admit one
+/// burst, not three.
+#[tokio::test]
+async fn an_outage_does_not_multiply_the_limit_by_the_app_servers() {
+    let mut server = RedisServer::start();
+    if server.skip_unless_owned("an_outage_does_not_multiply_the_limit_by_the_app_servers") {
+        return;
+    }
+    let prefix = unique_prefix("outage-share");
+    let mut limiters = Vec::new();
+    for _ in 0..3 {
+        let store = RedisStore::builder(server.url())
+            .prefix(&prefix)
+            .heartbeat(Duration::from_millis(50))
+            .connect()
+            .await
+            .unwrap();
+        limiters.push(tower_ratelimit::Limiter::new(
+            store,
+            Quota::per_hour(1).burst(30),
+        ));
+    }
+    let started = Instant::now();
+    let counted = |limiter: &tower_ratelimit::Limiter<(), RedisStore>| {
+        Store::<()>::instances(limiter.store())
+    };
+    while limiters.iter().any(|limiter| counted(limiter) != Some(3)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the servers never saw each other"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    let mut admitted = 0;
+    for limiter in &limiters {
+        for _ in 0..30 {
+            let decisions = limiter.check(&()).await.expect("the fallback decides");
+            admitted += usize::from(decisions.is_allowed());
+        }
+    }
+    // Each a third of the burst: 10 + 10 + 10 (it was 30 + 30 + 30).
+    assert_eq!(admitted, 30);
+}

@@ -81,6 +81,13 @@ pub trait Store<K>: Clone + Send + Sync + 'static {
         None
     }
 
+    /// How many app servers share this store's state, as last seen (`None` if unknown,
+    /// as for an in-process store). While the store fails, a limiter's fallback enforces
+    /// this share of each quota unless one is set by hand.
+    fn instances(&self) -> Option<u64> {
+        None
+    }
+
     /// Checks, before any request, that the store can enforce `policies` exactly (a
     /// [`Misconfigured`](StoreErrorKind::Misconfigured) error otherwise). Called when a
     /// [`Limiter`](crate::Limiter) is built.

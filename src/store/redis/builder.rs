@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use super::breaker::Breaker;
 use super::connection::{Connection, Target};
 use super::deny_cache::DenyCaches;
+use super::heartbeat::Heartbeat;
 use super::script::SCRIPT;
 use super::{invalidation, RedisStore, Shared};
 use crate::clock::MonotonicClock;
@@ -24,6 +25,7 @@ pub struct RedisStoreBuilder {
     breaker_cool_down: Duration,
     deny_cache_capacity: Option<usize>,
     connect_timeout: Duration,
+    heartbeat: Duration,
 }
 
 impl RedisStoreBuilder {
@@ -38,6 +40,7 @@ impl RedisStoreBuilder {
             breaker_cool_down: Duration::from_millis(250),
             deny_cache_capacity: Some(65_536),
             connect_timeout: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(1),
         }
     }
 
@@ -79,6 +82,15 @@ impl RedisStoreBuilder {
     /// The most keys the deny cache remembers (per key type); turns it on.
     pub fn deny_cache_capacity(mut self, keys: usize) -> Self {
         self.deny_cache_capacity = Some(keys);
+        self
+    }
+
+    /// How often the store tells Redis it is alive (default every second; an instance
+    /// missing for three intervals no longer counts). The count of live instances sharing
+    /// the prefix is each app server's share of the quota in its fallback while Redis is
+    /// down (see [`Store::instances`](crate::store::Store::instances)).
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -176,6 +188,7 @@ impl RedisStoreBuilder {
         let listener = deny_caches.as_ref().map(|caches| {
             invalidation::listen(self.target.urls(), channel.clone(), Arc::clone(caches))
         });
+        let heartbeat = Heartbeat::start(connection.clone(), &self.prefix, self.heartbeat);
         RedisStore {
             shared: Arc::new(Shared {
                 connection,
@@ -188,6 +201,7 @@ impl RedisStoreBuilder {
                 channel,
                 listener,
                 maxmemory_policy,
+                heartbeat,
                 clock: MonotonicClock::new(),
             }),
         }

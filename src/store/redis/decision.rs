@@ -136,6 +136,11 @@ where
         })))
     }
 
+    /// The live app servers sharing the prefix, as counted by the heartbeats.
+    fn instances(&self) -> Option<u64> {
+        self.shared.heartbeat.instances()
+    }
+
     /// Checks that Redis can compute every policy exactly (the scripts count in Lua's
     /// doubles, exact below 2^53).
     fn supports(&self, policies: &Policies) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@ mod builder;
 mod connection;
 mod decision;
 mod deny_cache;
+mod heartbeat;
 mod invalidation;
 mod key;
 mod script;
@@ -21,6 +22,7 @@ pub use self::builder::RedisStoreBuilder;
 use self::connection::{Connection, Target};
 pub use self::decision::RedisDecision;
 use self::deny_cache::{DenyCache, DenyCaches};
+use self::heartbeat::Heartbeat;
 use self::invalidation::Listener;
 pub use self::key::RedisKey;
 use super::StoreError;
@@ -120,6 +122,8 @@ struct Shared {
     listener: Option<Listener>,
     /// Redis's `maxmemory-policy` as read when connecting, if it could be.
     maxmemory_policy: Option<String>,
+    /// Counts the app servers sharing the prefix.
+    heartbeat: Heartbeat,
     clock: MonotonicClock,
 }
 
