@@ -131,12 +131,18 @@ async fn admit(
 }
 
 /// The storage-key names of this prefix that the node at `url` holds.
+/// The state keys under `prefix` on the node at `url` (not the stores' heartbeats).
 async fn keys_on(url: &str, prefix: &str) -> Vec<String> {
-    redis::cmd("KEYS")
+    let names: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))
         .query_async(&mut node(url).await)
         .await
-        .unwrap()
+        .unwrap();
+    let heartbeats = format!("{prefix}:{{instances}}");
+    names
+        .into_iter()
+        .filter(|name| *name != heartbeats)
+        .collect()
 }
 
 /// 4 stores (4 app servers) × 64 tasks on 24 keys admit exactly `burst` per key, and the

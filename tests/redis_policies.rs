@@ -27,6 +27,8 @@ async fn key_names(server: &RedisServer, prefix: &str) -> Vec<String> {
     let client = redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let mut names: Vec<String> = connection.keys(format!("{prefix}:*")).await.unwrap();
+    // The state keys, not the stores' heartbeats.
+    names.retain(|name| *name != format!("{prefix}:{{instances}}"));
     names.sort();
     names
 }
