@@ -103,7 +103,11 @@ where
         match shared.verdict(decided, &charge, &RequestHead::of(&request)) {
             Verdict::Forward(report) => {
                 shared.admit(&mut request, report.as_ref());
-                let refund = charge.refund(report.as_ref());
+                // Only a layer that refunds by response kept the key.
+                let refund = match charge.key {
+                    Some(_) => charge.refund(report.as_ref()),
+                    None => None,
+                };
                 // The future needs the configuration only to write headers or refund.
                 let report = report.filter(|_| shared.headers.writes_any());
                 let needed = report.is_some() || refund.is_some();
