@@ -227,17 +227,18 @@ impl std::error::Error for PolicyError {
 
 /// A policy's identity: its name and algorithm, whether its quota refills (a fixed
 /// quota's state is a count, a refilling bucket's a time), and for the windows, whose
-/// counts are laid out by them, the period and burst. A token bucket whose rate or burst
-/// changes keeps its identity, so its state carries over.
+/// windows are laid out by it, the period. A bucket whose rate or burst changes, or a
+/// window whose burst changes, keeps its identity, so its state carries over.
 fn fingerprint(name: &str, quota: &Quota, algorithm: Algorithm) -> u64 {
     let layout = match algorithm {
         Algorithm::FixedWindow | Algorithm::SlidingWindow => {
-            let period = quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64);
-            [period, quota.burst_size()]
+            quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64)
         }
-        _ => [u64::from(quota.period().is_some()), 0],
+        _ => u64::from(quota.period().is_some()),
     };
-    let numbers = [algorithm.id(), layout[0], layout[1]];
+    // The third number, once the windows' burst, stays so that the other identities keep
+    // their value across versions.
+    let numbers = [algorithm.id(), layout, 0];
     fnv(numbers
         .into_iter()
         .flat_map(u64::to_le_bytes)
@@ -269,6 +270,14 @@ mod tests {
         assert_eq!(base, fingerprint_of(Quota::per_second(6).burst(9)));
         assert_eq!(base, fingerprint_of(Quota::per_minute(5)));
         assert_ne!(base, fingerprint_of(Quota::fixed(5)));
+        // A window's burst is not its identity either; its period is.
+        let window = |quota| {
+            Policy::new("default", quota, Algorithm::SlidingWindow)
+                .unwrap()
+                .fingerprint()
+        };
+        assert_eq!(window(Quota::per_second(5)), window(Quota::per_second(9)));
+        assert_ne!(window(Quota::per_second(5)), window(Quota::per_minute(5)));
         let renamed = Policy::new("other", Quota::per_second(5), Algorithm::TokenBucket);
         assert_ne!(base, renamed.unwrap().fingerprint());
     }

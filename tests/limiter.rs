@@ -211,6 +211,24 @@ mod redis {
         // The debt is an hour: under the new quota that is 20 units spent, none left.
         assert!(!new.check(&"k".to_owned()).await.unwrap().is_allowed());
         assert!(!old.check(&"k".to_owned()).await.unwrap().is_allowed());
+        // A window keeps its count when its burst changes.
+        let window = |burst| Policy::new("w", Quota::per_hour(burst), Algorithm::FixedWindow);
+        let old = Limiter::builder(store(&server, &prefix).await, window(5).unwrap());
+        let new = Limiter::builder(store(&server, &prefix).await, window(8).unwrap());
+        let (old, new) = (old.build().unwrap(), new.build().unwrap());
+        assert_eq!(
+            old.check_n(&"k".to_owned(), 4).await.unwrap()[0].remaining,
+            1
+        );
+        assert_eq!(new.check(&"k".to_owned()).await.unwrap()[0].remaining, 3);
+        let lowered = Limiter::builder(store(&server, &prefix).await, window(2).unwrap());
+        let lowered = lowered
+            .build()
+            .unwrap()
+            .check(&"k".to_owned())
+            .await
+            .unwrap();
+        assert_eq!((lowered.is_allowed(), lowered[0].remaining), (false, 0));
     }
 
     /// Two app servers on one Redis; the first has spent key `k`'s burst of 2 and cached

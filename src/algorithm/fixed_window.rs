@@ -1,17 +1,18 @@
 //! Fixed window: at most `burst` units in each window `[k·P, (k+1)·P)`.
 //!
-//! The state packs the window number `k` and the count `c` as `k · (burst + 1) + c`: exact,
-//! with no wrap-around (validation keeps `burst + 1 ≤ P` in nanoseconds).
+//! The state packs the window number `k` and the count `c` as `k · P + c`, the window's start
+//! plus the count: exact, with no wrap-around (validation keeps `burst < P` in nanoseconds),
+//! and laid out by the period alone, so a changed burst reads the count spent so far (a
+//! count above a lowered burst denies until the window ends).
 
 use std::time::Duration;
 
 use crate::{Decision, Outcome, Quota};
 
-/// `(period in ns, burst, burst + 1)`. Assumes a validated quota with a period.
+/// `(period in ns, burst, slots per window)`. Assumes a validated quota with a period.
 fn params(quota: &Quota) -> (u64, u64, u64) {
     let period = quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64);
-    let burst = quota.burst_size();
-    (period, burst, burst + 1)
+    (period, quota.burst_size(), period)
 }
 
 pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decision, Option<u64>) {
@@ -35,13 +36,16 @@ pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decisio
         }),
     };
     if cost > burst {
-        return (decision(Outcome::CostExceedsBurst, burst - count), None);
+        return (
+            decision(Outcome::CostExceedsBurst, burst.saturating_sub(count)),
+            None,
+        );
     }
     if count + cost > burst {
         let outcome = Outcome::Denied {
             retry_after: Some(to_window_end),
         };
-        return (decision(outcome, burst - count), None);
+        return (decision(outcome, burst.saturating_sub(count)), None);
     }
     let count = count + cost;
     let changed = (cost > 0).then_some(window * slots + count);
@@ -57,7 +61,7 @@ pub(super) fn refund(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
     state - (state % slots).min(units)
 }
 
-/// Spends `units` of the current window, up to its burst.
+/// Spends `units` of the current window, up to its burst (a count already above it stays).
 pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
     let (period, burst, slots) = params(quota);
     let window = (now / period).max(state / slots);
@@ -66,7 +70,7 @@ pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
     } else {
         0
     };
-    window * slots + count.saturating_add(units).min(burst)
+    window * slots + count.saturating_add(units).min(burst.max(count))
 }
 
 pub(super) fn is_idle(state: u64, now: u64, quota: &Quota) -> bool {

@@ -126,11 +126,13 @@ impl Algorithm {
         };
         // Window states pack the window number and the counts into one word; these bounds
         // keep it from overflowing for over a century of uptime.
-        let period_ns = period.as_nanos();
-        let slots = u128::from(quota.burst_size()) + 1;
+        let period_ns = u64::try_from(period.as_nanos()).map_err(|_| QuotaError::TooLarge)?;
+        let burst = quota.burst_size();
         match self {
-            Self::FixedWindow if slots > period_ns => Err(QuotaError::TooLarge),
-            Self::SlidingWindow if slots * slots > 4 * period_ns => Err(QuotaError::TooLarge),
+            Self::FixedWindow if burst >= period_ns => Err(QuotaError::TooLarge),
+            Self::SlidingWindow if burst >= sliding_window::slots_per_count(period_ns) => {
+                Err(QuotaError::TooLarge)
+            }
             _ => Ok(()),
         }
     }

@@ -3,7 +3,9 @@
 //! `c` passes iff that plus `c` stays within `burst`. Exact rational arithmetic in `u128`.
 //!
 //! The state packs the window number `k` and both counts as `(k·N + prev)·N + curr` with
-//! `N = burst + 1` (validation keeps `N² ≤ 4·P` in nanoseconds, so it cannot overflow).
+//! `N = ⌊√(4·P)⌋`, `P` in nanoseconds: validation keeps `burst < N`, so it cannot overflow,
+//! and the layout depends on the period alone, so a changed burst reads the counts spent so
+//! far.
 
 use std::time::Duration;
 
@@ -49,10 +51,15 @@ impl Window {
     }
 }
 
+/// `(period in ns, burst, N)`. Assumes a validated quota with a period.
 fn slots(quota: &Quota) -> (u64, u64, u64) {
     let period = quota.period().map_or(u64::MAX, |p| p.as_nanos() as u64);
-    let burst = quota.burst_size();
-    (period, burst, burst + 1)
+    (period, quota.burst_size(), slots_per_count(period))
+}
+
+/// `N = ⌊√(4·P)⌋`: how many values each count may take.
+pub(super) fn slots_per_count(period: u64) -> u64 {
+    period.saturating_mul(4).isqrt()
 }
 
 pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decision, Option<u64>) {
@@ -121,7 +128,7 @@ pub(super) fn refund(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
     state - (state % n).min(units)
 }
 
-/// Spends `units` of the current window, up to its burst.
+/// Spends `units` of the current window, up to its burst (a count already above it stays).
 pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
     let (period, burst, n) = slots(quota);
     let (index, stored) = (now / period, state / (n * n));
@@ -130,7 +137,7 @@ pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
         Some(1) => (index, state % n, 0),
         Some(_) => (index, 0, 0),
     };
-    (index * n + prev) * n + curr.saturating_add(units).min(burst)
+    (index * n + prev) * n + curr.saturating_add(units).min(burst.max(curr))
 }
 
 pub(super) fn is_idle(state: u64, now: u64, quota: &Quota) -> bool {

@@ -769,6 +769,37 @@ mod tests {
     }
 
     #[test]
+    fn a_window_whose_burst_changes_keeps_its_count() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
+            let window = |burst| {
+                let quota = Quota::per_hour(burst);
+                Policies::from(Policy::new("default", quota, algorithm).unwrap())
+            };
+            let key = if algorithm == Algorithm::FixedWindow {
+                "f"
+            } else {
+                "s"
+            };
+            assert_eq!(
+                store.decide_now(&key, Change::Charge(4), &window(5))[0].remaining,
+                1
+            );
+            // Lowered below the count: denied, nothing more spent, and a penalty keeps it.
+            let lowered = store.decide_now(&key, Change::Charge(1), &window(3));
+            assert_eq!((lowered.is_allowed(), lowered[0].remaining), (false, 0));
+            store.decide_now(&key, Change::Penalize(1), &window(3));
+            // Raised: what the window spent still counts.
+            let raised = store.decide_now(&key, Change::Charge(1), &window(10));
+            assert_eq!(
+                (raised.is_allowed(), raised[0].remaining),
+                (true, 5),
+                "{algorithm:?}"
+            );
+        }
+    }
+
+    #[test]
     fn looking_and_denying_remember_nothing() {
         let store = MemoryStore::with_clock(ManualClock::new());
         let policy = policy(Quota::per_second(1).burst(2));

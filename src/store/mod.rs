@@ -4,10 +4,15 @@
 //!
 //! Every store keeps one state per **key and policy**, identified by the key and the
 //! policy's [identity](crate::Policy::fingerprint): its name and algorithm (for the
-//! windows, their period and burst too, since their counts are laid out by them). A
-//! token bucket whose quota changes keeps its state: the new quota inherits what was
-//! spent (no free refill on a deploy). The same policy used alone and in a set, or in two
-//! sets, is one state. Besides its policies' states, a key may be **blocked** until some
+//! windows, their period too, since their windows are laid out by it). A policy whose
+//! quota changes keeps its state, so there is no free refill on a deploy: a bucket
+//! inherits its debt (`TAT − now`, as time: a bucket emptied under the old quota is empty
+//! under the new one), a window the counts of its current window (a count above a lowered
+//! burst denies until the window ends). An inherited debt is not cut to a lowered burst,
+//! since debt beyond the burst is also what [`Change::Penalize`] leaves, and the store
+//! cannot tell the two apart: a client that spent an old, larger burst waits at most the
+//! difference once. The same policy used alone and in a set, or in two sets, is one
+//! state. Besides its policies' states, a key may be **blocked** until some
 //! time: a block denies every policy of the key.
 
 mod memory;

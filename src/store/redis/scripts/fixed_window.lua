@@ -27,10 +27,10 @@ local function fixed_window_decide(state, now, period, burst, cost)
   end
 
   if cost > burst then
-    return reply(2, burst - count, 0), nil, nil, expires
+    return reply(2, math.max(burst - count, 0), 0), nil, nil, expires
   end
   if count + cost > burst then
-    return reply(1, burst - count, window_end - now), nil, nil, expires
+    return reply(1, math.max(burst - count, 0), window_end - now), nil, nil, expires
   end
   count = count + cost
   if cost == 0 then
@@ -54,7 +54,7 @@ local function fixed_window_refund(state, now, period, burst, units)
     (stored + 1) * period
 end
 
--- Spends `units` of the current window, up to the burst.
+-- Spends `units` of the current window, up to the burst (a count above it stays).
 local function fixed_window_penalize(state, now, period, burst, units)
   local window, count = idiv(now, period), 0
   if state then
@@ -63,7 +63,7 @@ local function fixed_window_penalize(state, now, period, burst, units)
       window, count = tonumber(stored), tonumber(counted)
     end
   end
-  return string.format('%.0f:%.0f', window, math.min(count + units, burst)),
+  return string.format('%.0f:%.0f', window, math.max(math.min(count + units, burst), count)),
     (window + 1) * period
 end
 

@@ -83,7 +83,7 @@ local function sliding_window_refund(state, now, period, burst, units)
     (stored + 2) * period
 end
 
--- Spends `units` of the current window, up to the burst.
+-- Spends `units` of the current window, up to the burst (a count above it stays).
 local function sliding_window_penalize(state, now, period, burst, units)
   local index, prev, curr = idiv(now, period), 0, 0
   if state then
@@ -95,7 +95,7 @@ local function sliding_window_penalize(state, now, period, burst, units)
       prev = tonumber(c)
     end
   end
-  return string.format('%.0f:%.0f:%.0f', index, prev, math.min(curr + units, burst)),
+  return string.format('%.0f:%.0f:%.0f', index, prev, math.max(math.min(curr + units, burst), curr)),
     (index + 2) * period
 end
 
