@@ -84,9 +84,14 @@ impl Policy {
 /// # Ok::<(), tower_ratelimit::PolicyError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policies {
+pub struct Policies(Arc<Set>);
+
+/// A set of policies behind one pointer, so that decisions and futures carrying one stay
+/// small.
+#[derive(Debug, PartialEq, Eq)]
+struct Set {
     list: Arc<[Policy]>,
-    /// The kind of key these policies count (see [`in_namespace`](Self::in_namespace)),
+    /// The kind of key these policies count (see [`in_namespace`](Policies::in_namespace)),
     /// and its hash (0 for none).
     namespace: Option<Arc<str>>,
     scope: u64,
@@ -113,17 +118,17 @@ impl Policies {
         let scope = namespace
             .as_deref()
             .map_or(0, |namespace| fnv(namespace.bytes()));
-        let mut policies = Self {
+        let state_id = |index: usize| scoped_id(list[index].fingerprint(), scope);
+        let fingerprint = match list.len() {
+            1 => state_id(0),
+            n => fnv((0..n).flat_map(|i| state_id(i).to_le_bytes())),
+        };
+        Self(Arc::new(Set {
             list,
             namespace,
             scope,
-            fingerprint: 0,
-        };
-        policies.fingerprint = match policies.list.len() {
-            1 => policies.state_id(0),
-            n => fnv((0..n).flat_map(|i| policies.state_id(i).to_le_bytes())),
-        };
-        policies
+            fingerprint,
+        }))
     }
 
     /// The same policies counting keys of one kind: state under one namespace never
@@ -133,41 +138,46 @@ impl Policies {
     /// of the policies.
     pub fn in_namespace(&self, namespace: &str) -> Self {
         let namespace = (!namespace.is_empty()).then(|| Arc::from(namespace));
-        Self::scoped(Arc::clone(&self.list), namespace)
+        Self::scoped(Arc::clone(&self.0.list), namespace)
     }
 
-    /// The same policies in the namespace of `other`, without allocating.
+    /// The same policies in the namespace of `other`.
     pub(crate) fn scoped_like(&self, other: &Policies) -> Self {
-        Self::scoped(Arc::clone(&self.list), other.namespace.clone())
+        Self::scoped(Arc::clone(&self.0.list), other.0.namespace.clone())
     }
 
     /// The namespace (empty for none).
     pub fn namespace(&self) -> &str {
-        self.namespace.as_deref().unwrap_or("")
+        self.0.namespace.as_deref().unwrap_or("")
     }
 
     /// The identity of policy `index`'s state in this namespace: its
     /// [fingerprint](Policy::fingerprint), mixed with the namespace if there is one.
     pub fn state_id(&self, index: usize) -> u64 {
-        let policy = self.list[index].fingerprint();
-        match self.scope {
-            0 => policy,
-            scope => fnv(policy.to_le_bytes().into_iter().chain(scope.to_le_bytes())),
-        }
+        scoped_id(self.0.list[index].fingerprint(), self.0.scope)
     }
 
     /// A stable 64-bit digest of every policy's identity in the namespace (for one
     /// policy, its [`state_id`](Self::state_id)), for naming state in stores.
     pub fn fingerprint(&self) -> u64 {
-        self.fingerprint
+        self.0.fingerprint
+    }
+}
+
+/// A policy's fingerprint mixed with a namespace's hash, if there is one.
+fn scoped_id(policy: u64, scope: u64) -> u64 {
+    match scope {
+        0 => policy,
+        scope => fnv(policy.to_le_bytes().into_iter().chain(scope.to_le_bytes())),
     }
 }
 
 impl Deref for Policies {
     type Target = [Policy];
 
+    #[inline]
     fn deref(&self) -> &[Policy] {
-        &self.list
+        &self.0.list
     }
 }
 
