@@ -23,7 +23,9 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Answer { data: Option<Bytes> },
+        // Boxed, so that the body, and every response of the service, is no larger than
+        // the inner one's: a moved response is then copied inline.
+        Answer { data: Option<Box<Bytes>> },
     }
 }
 
@@ -35,7 +37,7 @@ impl<B> ResponseBody<B> {
     }
 
     pub(crate) fn answer(data: Bytes) -> Self {
-        let data = (!data.is_empty()).then_some(data);
+        let data = (!data.is_empty()).then(|| Box::new(data));
         Self {
             kind: Kind::Answer { data },
         }
@@ -57,7 +59,7 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Answer { data } => {
-                Poll::Ready(data.take().map(|data| Ok(Frame::data(data.into()))))
+                Poll::Ready(data.take().map(|data| Ok(Frame::data((*data).into()))))
             }
         }
     }
@@ -76,5 +78,19 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_no_larger_than_a_pointer_sized_inner_body() {
+        type Boxed = Pin<Box<dyn Body<Data = Bytes, Error = ()> + Send>>;
+        assert_eq!(
+            std::mem::size_of::<ResponseBody<Boxed>>(),
+            std::mem::size_of::<Boxed>()
+        );
     }
 }
