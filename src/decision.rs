@@ -120,6 +120,16 @@ impl Decisions {
         }
     }
 
+    /// Whether the request passes every policy with no delay.
+    #[inline]
+    pub(crate) fn pass_at_once(&self) -> bool {
+        let at_once = |decision: &Decision| decision.outcome == Outcome::Allowed;
+        match &self.0 {
+            Repr::One(decision) => at_once(decision),
+            Repr::Many(all) => all.iter().all(at_once),
+        }
+    }
+
     /// The policies (by index) that refused the request.
     pub fn violated(&self) -> impl Iterator<Item = usize> + '_ {
         self.iter()

@@ -130,6 +130,14 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
                 )),
             };
         };
+        // Most requests pass at once: they need no summary, and a report only if read.
+        if decisions.pass_at_once() {
+            let report = self.reads_reports().then(|| Report {
+                decisions,
+                policies: charge.policies.clone(),
+            });
+            return Verdict::Forward(report);
+        }
         let decision = decisions.summary();
         let report = Report {
             decisions,
@@ -159,6 +167,12 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
         self.write_headers(response.headers_mut(), &report);
         write_retry_after(response.headers_mut(), &decision);
         Verdict::Answer(response)
+    }
+
+    /// Whether anything reads a passing request's decisions: its headers, its extensions
+    /// or a refund by response.
+    fn reads_reports(&self) -> bool {
+        self.headers.writes_any() || self.expose_decision || self.refund_if.is_some()
     }
 
     /// Gives a charge back if its response asks for it, without delaying the response: an
