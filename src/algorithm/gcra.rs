@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::MAX_BLOCK;
 use crate::{Decision, Outcome, Quota};
 
+#[inline]
 pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decision, Option<u64>) {
     let burst = quota.burst_size();
     let Some(interval) = quota.interval_nanos() else {
@@ -19,9 +20,10 @@ pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decisio
     };
     let tolerance = interval * burst;
     let base = state.max(now);
-    // Quota present now, in whole units. Saturating: a concurrent caller with a later `now`
-    // may have moved the TAT past what this caller's `now` allows.
-    let available = (now + tolerance).saturating_sub(base) / interval;
+    // Quota present now, in whole units, for a request that does not pass. Saturating: a
+    // concurrent caller with a later `now` may have moved the TAT past what this
+    // caller's `now` allows.
+    let available = || (now + tolerance).saturating_sub(base) / interval;
     let decision = |outcome, remaining, reset| Decision {
         outcome,
         limit: burst,
@@ -29,7 +31,7 @@ pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decisio
         reset: Some(Duration::from_nanos(reset)),
     };
     if cost > burst {
-        return (decision(Outcome::CostExceedsBurst, available, 0), None);
+        return (decision(Outcome::CostExceedsBurst, available(), 0), None);
     }
     let tat = base + cost * interval;
     if tat > now + tolerance {
@@ -37,7 +39,7 @@ pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decisio
         let outcome = Outcome::Denied {
             retry_after: Some(retry_after),
         };
-        return (decision(outcome, available, tat - tolerance - now), None);
+        return (decision(outcome, available(), tat - tolerance - now), None);
     }
     // Slack in the bucket after this request; the next unit is back when it reaches the
     // next multiple of `T`.
