@@ -187,6 +187,21 @@ where
     /// picked per key), with their own state.
     #[inline]
     pub fn check_under(&self, key: &K, cost: u64, policies: Option<&Policies>) -> Check<K, S> {
+        match self.start(key, cost, policies) {
+            Ok(decided) => Check(CheckState::Done(Some(decided))),
+            Err(check) => check,
+        }
+    }
+
+    /// Starts a check: its answer if the store gave it at once (an in-process store
+    /// always does), or the check to await.
+    #[inline]
+    pub(crate) fn start(
+        &self,
+        key: &K,
+        cost: u64,
+        policies: Option<&Policies>,
+    ) -> Result<Result<Decisions, StoreError>, Check<K, S>> {
         let inner = &self.inner;
         let started = self.observed().then(Instant::now);
         let policies = policies.unwrap_or(&inner.config.policies);
@@ -200,22 +215,19 @@ where
                 }
                 (decided, _) => self.settle(decided, key, cost, policies, started),
             };
-            return Check(CheckState::Done(Some(decided)));
+            return Ok(decided);
         }
         let mut future = store.apply(key, Change::Charge(cost), policies);
         match Pin::new(&mut future).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(decided) => {
-                let decided = self.settle(decided, key, cost, policies, started);
-                Check(CheckState::Done(Some(decided)))
-            }
-            Poll::Pending => Check(CheckState::Pending(Box::new(Pending {
+            Poll::Ready(decided) => Ok(self.settle(decided, key, cost, policies, started)),
+            Poll::Pending => Err(Check(CheckState::Pending(Box::new(Pending {
                 future,
                 key: key.clone(),
                 cost,
                 policies: policies.clone(),
                 started,
                 limiter: self.clone(),
-            }))),
+            })))),
         }
     }
 
@@ -608,17 +620,6 @@ struct Pending<K, S: Store<K>> {
     policies: Policies,
     started: Option<Instant>,
     limiter: Limiter<K, S>,
-}
-
-impl<K, S: Store<K>> Check<K, S> {
-    /// The answer, if the store gave it at once (an in-process store always does).
-    #[inline]
-    pub(crate) fn ready(&mut self) -> Option<Result<Decisions, StoreError>> {
-        match &mut self.0 {
-            CheckState::Done(done) => done.take(),
-            _ => None,
-        }
-    }
 }
 
 impl<K, S> Future for Check<K, S>

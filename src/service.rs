@@ -85,22 +85,22 @@ where
             .as_ref()
             .and_then(|resolve| resolve(&key, &head));
         let cost = shared.weigher.weigh(&head);
-        let mut check = shared.limiter.check_under(&key, cost, policies.as_ref());
+        let started = shared.limiter.start(&key, cost, policies.as_ref());
         let charge = Charge {
             cost,
             policies,
             key: shared.refund_if.is_some().then_some(key),
         };
         // An in-process store has decided already: act now, with no clone of the service.
-        let decided = match check.ready() {
-            Some(decided) => decided,
-            None => {
+        let decided = match started {
+            Ok(decided) => decided,
+            Err(check) => {
                 let shared = Arc::clone(shared);
                 let ready = self.take_ready();
                 return ResponseFuture::deciding(check, ready, request, charge, shared);
             }
         };
-        match shared.verdict(decided, &charge, &RequestHead::of(&request)) {
+        match shared.verdict(decided, &charge, &head) {
             Verdict::Forward(report) => {
                 shared.admit(&mut request, report.as_ref());
                 // Only a layer that refunds by response kept the key.

@@ -114,7 +114,30 @@ impl RateLimitInfo {
 
 impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
     /// Turns the limiter's answer into what happens to the request.
+    #[inline]
     pub(crate) fn verdict(
+        &self,
+        decided: Result<Decisions, StoreError>,
+        charge: &Charge<K::Key>,
+        request: &RequestHead<'_>,
+    ) -> Verdict {
+        match decided {
+            // Most requests pass at once: they need no summary, and a report only if read.
+            Ok(decisions) if decisions.pass_at_once() => {
+                let report = self.reads_reports().then(|| Report {
+                    decisions,
+                    policies: charge.policies.clone(),
+                });
+                Verdict::Forward(report)
+            }
+            decided => self.held_back(decided, charge, request),
+        }
+    }
+
+    /// The verdict on a request that does not pass at once: delayed, refused (or let
+    /// through in shadow mode), or decided by a failed store.
+    #[inline(never)]
+    fn held_back(
         &self,
         decided: Result<Decisions, StoreError>,
         charge: &Charge<K::Key>,
@@ -130,14 +153,6 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
                 )),
             };
         };
-        // Most requests pass at once: they need no summary, and a report only if read.
-        if decisions.pass_at_once() {
-            let report = self.reads_reports().then(|| Report {
-                decisions,
-                policies: charge.policies.clone(),
-            });
-            return Verdict::Forward(report);
-        }
         let decision = decisions.summary();
         let report = Report {
             decisions,
@@ -234,6 +249,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
     }
 
     /// Readies a request that passes: puts its decision in the extensions if asked to.
+    #[inline]
     pub(crate) fn admit<B>(&self, request: &mut Request<B>, report: Option<&Report>) {
         if let (true, Some(report)) = (self.expose_decision, report) {
             request.extensions_mut().insert(RateLimitInfo {
