@@ -133,11 +133,12 @@ fn redis_benchmark(url: &str, sha: &str, key: &[u8], requests: u64) -> (String, 
         sha.to_owned(),
         "1".to_owned(),
         String::from_utf8(key.to_vec()).unwrap(),
-        // a charge (0) of cost 1, the invalidation channel, then the policy: algorithm 0
-        // (token bucket), interval, burst, max_delay
+        // the invalidation channel, then one change: a charge (0) of cost 1 under one
+        // policy: algorithm 0 (token bucket), interval, burst, max_delay
+        "ratelimit-bench:invalidate".to_owned(),
         "0".to_owned(),
         "1".to_owned(),
-        "ratelimit-bench:invalidate".to_owned(),
+        "1".to_owned(),
         "0".to_owned(),
         interval.to_string(),
         burst.to_string(),

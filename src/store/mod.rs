@@ -23,6 +23,7 @@ mod words;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "redis")]
@@ -103,12 +104,13 @@ pub trait Store<K>: Clone + Send + Sync + 'static {
 }
 
 /// A store could not decide. What the limiter does then is its
-/// [`FailurePolicy`](crate::FailurePolicy); the in-process store never fails.
-#[derive(Debug)]
+/// [`FailurePolicy`](crate::FailurePolicy); the in-process store never fails. Cheap to
+/// clone: every change of a failed batch gets the batch's error.
+#[derive(Clone, Debug)]
 pub struct StoreError {
     kind: StoreErrorKind,
     message: String,
-    source: Option<Box<dyn Error + Send + Sync>>,
+    source: Option<Arc<dyn Error + Send + Sync>>,
 }
 
 /// Why a store could not decide.
@@ -173,7 +175,7 @@ impl StoreError {
 
     /// The same error, caused by `source`.
     pub fn with_source(mut self, source: impl Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(Arc::new(source));
         self
     }
 

@@ -49,6 +49,11 @@ impl Breaker {
         })
     }
 
+    /// Whether calls fail at once at `now` (open, and not yet half-open).
+    pub(super) fn is_open(&self, now: u64) -> bool {
+        now < self.open_until.load(Relaxed)
+    }
+
     fn open(&self, now: u64) {
         self.open_until
             .store((now + self.cool_down).max(1), Relaxed);

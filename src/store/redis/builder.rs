@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::batch::Batcher;
 use super::breaker::Breaker;
 use super::connection::{Connection, Target};
 use super::deny_cache::DenyCaches;
@@ -21,6 +22,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     deadline: Duration,
     max_in_flight: usize,
+    max_batch: usize,
     breaker_failures: u32,
     breaker_cool_down: Duration,
     deny_cache_capacity: Option<usize>,
@@ -36,6 +38,7 @@ impl RedisStoreBuilder {
             prefix: "ratelimit".to_owned(),
             deadline: Duration::from_millis(50),
             max_in_flight: 4096,
+            max_batch: 64,
             breaker_failures: 5,
             breaker_cool_down: Duration::from_millis(250),
             deny_cache_capacity: Some(65_536),
@@ -58,10 +61,19 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The most calls under way at once (default 4096, at least 1); past it decisions fail
-    /// at once instead of queueing behind a slow Redis.
+    /// The most decisions under way at once, waiting for their batch or in one (default
+    /// 4096, at least 1); past it decisions fail at once instead of queueing behind a slow
+    /// Redis.
     pub fn max_in_flight(mut self, calls: usize) -> Self {
         self.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// The most changes one script call carries (default 64, at least 1). Changes that
+    /// arrive while calls are under way leave together in the next call, decided in
+    /// arrival order; a lone change never waits. 1 turns batching off.
+    pub fn max_batch(mut self, changes: usize) -> Self {
+        self.max_batch = changes.max(1);
         self
     }
 
@@ -197,6 +209,7 @@ impl RedisStoreBuilder {
                 deadline: self.deadline,
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
                 breaker: Arc::new(Breaker::new(self.breaker_failures, self.breaker_cool_down)),
+                batcher: Batcher::new(self.max_batch, !matches!(self.target, Target::Single(_))),
                 deny_caches,
                 channel,
                 listener,

@@ -8,8 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::batch::{self, Entry};
 use super::deny_cache::name_hash;
-use super::script::{script_change, unexpected, Limits};
+use super::script::Limits;
 use super::{key, RedisKey, RedisStore};
 use crate::algorithm::gcra_debt;
 use crate::clock::Clock;
@@ -58,12 +59,10 @@ where
                 });
             }
         }
-        let Some(pass) = shared.breaker.pass(sent) else {
-            return RedisDecision::ready(Err(StoreError::new(
-                StoreErrorKind::CircuitOpen,
-                "circuit open: Redis failed repeatedly, retrying shortly",
-            )));
-        };
+        // A dead Redis costs nothing per request: refused here while the breaker is open.
+        if shared.breaker.is_open(sent) {
+            return RedisDecision::ready(Err(batch::circuit_open()));
+        }
         let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
             return RedisDecision::ready(Err(StoreError::new(
                 StoreErrorKind::Overloaded,
@@ -77,35 +76,33 @@ where
                 key::storage_key(&shared.prefix, namespace, key, policy.fingerprint())
             })
             .collect();
+        let name = gcra.map(|_| name_hash(&storage_keys[0]));
+        let deadline = tokio::time::Instant::now() + shared.deadline;
+        let (entry, reply) = Entry::new(storage_keys, limits.clone(), change, deadline);
         let shared = Arc::clone(shared);
         let key = key.clone();
         RedisDecision(State::Calling(Box::pin(async move {
-            let script = shared.call(&storage_keys, &limits, script_change(change));
-            let reply = tokio::time::timeout(shared.deadline, script).await;
+            // Queued on the first poll, inside the runtime that sends the batch.
+            shared.batcher.submit(&shared, entry);
+            let reply = tokio::time::timeout_at(deadline, reply).await;
             drop(permit);
             let done = shared.clock.now_nanos();
             let reply = match reply {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(error)) => {
-                    pass.record(false, done);
-                    let kind = match error.code() {
-                        Some("OOM") => StoreErrorKind::OutOfMemory,
-                        _ => StoreErrorKind::Unavailable,
-                    };
-                    return Err(StoreError::new(kind, "Redis failed").with_source(error));
+                Ok(Ok(reply)) => reply?,
+                // The batch's call was dropped with the runtime.
+                Ok(Err(_)) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        "Redis call abandoned",
+                    ))
                 }
                 Err(_) => {
-                    pass.record(false, done);
                     return Err(StoreError::new(
                         StoreErrorKind::Timeout,
                         format!("Redis did not answer within {:?}", shared.deadline),
-                    ));
+                    ))
                 }
             };
-            pass.record(true, done);
-            if reply.len() != 4 * limits.len() {
-                return Err(unexpected("four integers per policy"));
-            }
             let decisions = limits
                 .iter()
                 .zip(reply.chunks(4))
@@ -127,7 +124,7 @@ where
                 // was no earlier than `sent`. (A block's retry is its end: the bound then
                 // denies exactly until the block ends.)
                 let ahead = gcra_debt(*retry, cost, &gcra);
-                let name = name_hash(&storage_keys[0]);
+                let name = name.unwrap_or_default();
                 shared.with_deny_cache(|cache| {
                     cache.record(fingerprint, &key, name, sent + ahead, done)
                 });

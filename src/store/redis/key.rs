@@ -113,6 +113,18 @@ const MAX_RAW_LEN: usize = 128;
 /// `<prefix>:{<key>}:...`): the braces make the key the hash tag, so every quota of one
 /// key lands in one Cluster slot and keys spread over the slots. A secret, long or unsafe
 /// key is written `#` and the SHA-256 of the namespace and key.
+/// The part of a Redis key that picks its Cluster slot: what lies between its first `{`
+/// and the first `}` after it, if that is not empty, else the whole key.
+pub(super) fn hash_tag(key: &[u8]) -> &[u8] {
+    let Some(open) = key.iter().position(|&b| b == b'{') else {
+        return key;
+    };
+    match key[open + 1..].iter().position(|&b| b == b'}') {
+        Some(0) | None => key,
+        Some(len) => &key[open + 1..open + 1 + len],
+    }
+}
+
 pub(super) fn storage_key<K: RedisKey + ?Sized>(
     prefix: &str,
     namespace: &str,
@@ -168,6 +180,15 @@ mod tests {
 
     fn name<K: RedisKey>(key: K) -> String {
         String::from_utf8(storage_key("rl", "", &key, 0xab)).unwrap()
+    }
+
+    #[test]
+    fn hash_tags_follow_the_cluster_rule() {
+        assert_eq!(hash_tag(b"rl:{42}:ab"), b"42");
+        assert_eq!(hash_tag(b"rl:{a}{b}"), b"a");
+        assert_eq!(hash_tag(b"rl:{}:ab"), b"rl:{}:ab");
+        assert_eq!(hash_tag(b"rl:{42:ab"), b"rl:{42:ab");
+        assert_eq!(hash_tag(b"plain"), b"plain");
     }
 
     #[test]

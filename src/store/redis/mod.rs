@@ -1,5 +1,6 @@
 //! [`RedisStore`]: one limit shared by many app servers, kept in Redis.
 
+mod batch;
 mod breaker;
 mod builder;
 mod connection;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use self::batch::Batcher;
 use self::breaker::Breaker;
 pub use self::builder::RedisStoreBuilder;
 use self::connection::{Connection, Target};
@@ -59,6 +61,16 @@ use crate::Policies;
 /// * **Calls**: `EVALSHA`; on `NOSCRIPT` (restart, failover, `SCRIPT FLUSH`) the script is
 ///   sent with `EVAL` once. A call that timed out or failed on the connection is never
 ///   sent again, since it may have counted.
+/// * **Batches** (group commit): while calls are under way (two at most per server, or
+///   per hash tag on a Cluster), the changes that arrive meanwhile wait and leave
+///   together in the next call, up to [`max_batch`](RedisStoreBuilder::max_batch) (64),
+///   decided one after the other in arrival order at one instant of Redis time, each
+///   with its own answer, exactly as the same calls one by one would. A key is read and
+///   written once per call however many of its changes the batch carries. There is no
+///   timer: a lone change leaves at once. A batch that fails or times out fails each of
+///   its changes (under the failure policy), counts as one failure for the breaker, and
+///   is not sent again; a change whose caller's deadline passed while it waited is not
+///   sent at all.
 ///
 /// # Failures
 ///
@@ -114,6 +126,8 @@ struct Shared {
     deadline: Duration,
     in_flight: Arc<Semaphore>,
     breaker: Arc<Breaker>,
+    /// Groups the changes that arrive while calls are under way.
+    batcher: Batcher,
     /// `None` when turned off.
     deny_caches: Option<Arc<DenyCaches>>,
     /// Where resets and refunds announce the keys they changed.
@@ -158,12 +172,14 @@ impl RedisStore {
         self.shared.maxmemory_policy.as_deref()
     }
 
-    /// The SHA-1 of the script, as `EVALSHA` names it. Its arguments: `KEYS`, one per
-    /// policy; `ARGV`, the change (0 charge, 1 reset, 2 refund, 3 penalize, 4 block), its
-    /// amount (cost, units, or microseconds) and the invalidation channel, then for each
-    /// policy its algorithm (0 token bucket, 1 shaper, 2 fixed window, 3 sliding window),
-    /// emission interval or period in whole microseconds, burst, and the shaper's
-    /// `max_delay` in microseconds (else 0). `scripts/decide.lua` documents the reply.
+    /// The SHA-1 of the script, as `EVALSHA` names it. One call applies a batch of
+    /// changes. Its arguments: `KEYS`, one per policy of each change, change after
+    /// change; `ARGV`, the invalidation channel, then for each change its code (0 charge,
+    /// 1 reset, 2 refund, 3 penalize, 4 block), its amount (cost, units, or
+    /// microseconds) and its number of policies, and for each policy its algorithm (0
+    /// token bucket, 1 shaper, 2 fixed window, 3 sliding window), emission interval or
+    /// period in whole microseconds, burst, and the shaper's `max_delay` in microseconds
+    /// (else 0). `scripts/decide.lua` documents the reply.
     pub fn script_sha(&self) -> &str {
         &self.shared.sha
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use redis::{ErrorKind, RedisResult, ServerErrorKind};
 
+use super::batch::Entry;
 use super::Shared;
 use crate::store::{Change, StoreError, StoreErrorKind};
 use crate::{Algorithm, Decision, Outcome, Policy, Quota};
@@ -139,28 +140,32 @@ impl Limits {
 }
 
 impl Shared {
-    /// One script call: `EVALSHA`, or `EVAL` once if Redis does not know the script.
-    pub(super) async fn call(
-        &self,
-        keys: &[Vec<u8>],
-        limits: &[Limits],
-        change: [u64; 2],
-    ) -> RedisResult<Vec<u64>> {
+    /// One script call for a batch of changes: `EVALSHA`, or `EVAL` once if Redis does
+    /// not know the script.
+    pub(super) async fn call(&self, batch: &[Entry]) -> RedisResult<Vec<u64>> {
         let mut connection = self.connection.clone();
-        let mut args = Vec::with_capacity(2 + 4 * limits.len());
-        args.extend(change);
-        for limits in limits {
-            args.extend([
-                limits.kind as u64,
-                limits.time,
-                limits.burst,
-                limits.max_delay,
-            ]);
+        let keys = batch.iter().flat_map(|entry| &entry.keys);
+        let policies: usize = batch.iter().map(|entry| entry.limits.len()).sum();
+        let mut args = Vec::with_capacity(3 * batch.len() + 4 * policies);
+        for entry in batch {
+            args.extend(entry.change);
+            args.push(entry.limits.len() as u64);
+            for limits in &entry.limits {
+                args.extend([
+                    limits.kind as u64,
+                    limits.time,
+                    limits.burst,
+                    limits.max_delay,
+                ]);
+            }
         }
         let call = |command: &str, script: &str| {
             let mut call = redis::cmd(command);
-            call.arg(script).arg(keys.len()).arg(keys);
-            call.arg(&args[..2]).arg(&self.channel).arg(&args[2..]);
+            call.arg(script).arg(policies);
+            for key in keys.clone() {
+                call.arg(key);
+            }
+            call.arg(&self.channel).arg(&args);
             call
         };
         match call("EVALSHA", &self.sha)

@@ -1,26 +1,52 @@
--- One change to one key under one or more policies. A charge checks every policy, and
--- only if all let the request through is it charged under each; a request one policy
--- refuses is reported under the others as they stand, uncharged. The other changes apply
--- to every policy and report the state after them, as a look would. A key blocked under
--- any of the policies is denied under all until its block ends.
+-- A batch of changes, each to one key under one or more policies, applied in order at one
+-- instant. A charge checks every policy of its key, and only if all let the request
+-- through is it charged under each; a request one policy refuses is reported under the
+-- others as they stand, uncharged. The other changes apply to every policy and report the
+-- state after them, as a look would. A key blocked under any of its policies is denied
+-- under all until its block ends. Each key is read at most once and written at most once
+-- per call, however many changes of the batch it takes.
 --
--- KEYS[i]        the state of policy i (all keys share one hash tag, so one Cluster slot);
---                a blocked state is written 'b<until>;<state>' (until: microseconds of
---                Redis time)
--- ARGV[1]        the change: 0 charge, 1 reset, 2 refund, 3 penalize, 4 block
--- ARGV[2]        its amount: the cost, the units refunded or charged, or the block's
---                length in whole microseconds (0 for a reset)
--- ARGV[3]        the channel on which a reset or a refund publishes the name of each key
+-- KEYS           the state of each policy of each change, change after change (a call's
+--                keys share one hash tag, so one Cluster slot); a blocked state is written
+--                'b<until>;<state>' (until: microseconds of Redis time)
+-- ARGV[1]        the channel on which a reset or a refund publishes the name of each key
 --                it changed, so that app servers drop what their deny caches know of it
--- ARGV[4i..4i+3] policy i: algorithm (0 token bucket, 1 shaper, 2 fixed window,
---                3 sliding window), time (interval or period, whole microseconds), burst,
---                max_delay (whole microseconds, the shaper's; 0 otherwise)
+-- then, per change:
+--   the change   0 charge, 1 reset, 2 refund, 3 penalize, 4 block
+--   its amount   the cost, the units refunded or charged, or the block's length in whole
+--                microseconds (0 for a reset)
+--   n            its number of policies, then for each of them: algorithm (0 token
+--                bucket, 1 shaper, 2 fixed window, 3 sliding window), time (interval or
+--                period, whole microseconds), burst, max_delay (whole microseconds, the
+--                shaper's; 0 otherwise)
 --
--- Reply: the four integers of each policy's reply, policy after policy.
+-- Reply: the four integers of each policy's reply, policy after policy, change after
+-- change.
 local algorithms = { [0] = token_bucket, [1] = shaper, [2] = fixed_window,
   [3] = sliding_window }
-local change, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_micros()
+local channel = ARGV[1]
+
+-- What the batch has read (false: missing) and will write, by key.
+local values, writes, written, checked = {}, {}, {}, {}
+
+local function read(key)
+  local value = values[key]
+  if value == nil then
+    value = redis.call('GET', key)
+    values[key] = value
+  end
+  return value
+end
+
+-- Stages `value` (false: none) until `lives_until` (nil: for ever), written at the end.
+local function stage(key, value, lives_until)
+  values[key] = value
+  if not writes[key] then
+    written[#written + 1] = key
+  end
+  writes[key] = { value, lives_until }
+end
 
 -- A stored value as (until when it is blocked or 0, the state or false).
 local function unwrap(value)
@@ -34,7 +60,7 @@ local function unwrap(value)
   return 0, value
 end
 
--- Writes `value` (a state, or false for none) that says something until `lives_until`
+-- Stages `value` (a state, or false for none) that says something until `lives_until`
 -- (nil: for ever), behind a block that holds until `blocked` (0: none).
 local function write(key, value, lives_until, blocked)
   if blocked > now then
@@ -44,98 +70,142 @@ local function write(key, value, lives_until, blocked)
     value = string.format('b%.0f;%s', blocked, value or '')
   end
   if value == false or (lives_until and lives_until <= now) then
+    stage(key, false, nil)
+  else
+    stage(key, value, lives_until)
+  end
+end
+
+-- A key found without a TTL (written by hand, or by another tool) gets one when a request
+-- leaves it unchanged: it lives until `expires` (microseconds), or goes at once if that
+-- has passed. `expires` is nil for a missing key, or one that is meant to stay.
+local function heal_ttl(key, expires)
+  if expires and not writes[key] and not checked[key] then
+    checked[key] = true
+    if redis.call('PTTL', key) == -1 then
+      if expires > now then
+        redis.call('PEXPIRE', key, px_until(expires, now))
+      else
+        redis.call('DEL', key)
+        values[key] = false
+      end
+    end
+  end
+end
+
+local replies = {}
+
+local function reply_with(reply)
+  local n = #replies
+  replies[n + 1], replies[n + 2], replies[n + 3], replies[n + 4] =
+    reply[1], reply[2], reply[3], reply[4]
+end
+
+-- One change of `count` policies, whose keys start at KEYS[first] and whose numbers start
+-- at ARGV[arg].
+local function apply(change, amount, count, first, arg)
+  local policies, passes, blocked_until = {}, true, 0
+  for i = 1, count do
+    local at = arg + 4 * (i - 1)
+    local policy = {
+      key = KEYS[first + i - 1],
+      algorithm = algorithms[tonumber(ARGV[at])],
+      time = tonumber(ARGV[at + 1]),
+      burst = tonumber(ARGV[at + 2]),
+      max_delay = tonumber(ARGV[at + 3]),
+    }
+    policy.blocked, policy.state = unwrap(read(policy.key))
+    if change == 1 then
+      policy.blocked = 0
+    elseif change == 4 then
+      policy.blocked = math.max(policy.blocked, now + amount)
+    end
+    if policy.blocked <= now then
+      policy.blocked = 0
+    end
+    blocked_until = math.max(blocked_until, policy.blocked)
+    if change == 0 then
+      policy.reply, policy.value, policy.lives_until, policy.expires =
+        policy.algorithm.decide(policy.state, now, policy.time, policy.burst, amount,
+          policy.max_delay)
+      if policy.reply[1] == 1 or policy.reply[1] == 2 then
+        passes = false
+      end
+    end
+    policies[i] = policy
+  end
+  if blocked_until > 0 then
+    passes = false
+  end
+
+  for _, policy in ipairs(policies) do
+    local algorithm = policy.algorithm
+    local function look(state)
+      return algorithm.decide(state, now, policy.time, policy.burst, 0, policy.max_delay)
+    end
+    if change == 0 then
+      if passes and policy.value then
+        write(policy.key, policy.value, policy.lives_until, 0)
+      else
+        if not passes and (policy.reply[1] == 0 or policy.reply[1] == 3) then
+          policy.reply = look(policy.state)
+        end
+        if policy.blocked == 0 then
+          heal_ttl(policy.key, policy.expires)
+        end
+      end
+    else
+      local state = policy.state
+      if change == 1 then
+        state = false
+        stage(policy.key, false, nil)
+      else
+        local value, lives_until = nil, nil
+        if change == 2 then
+          value, lives_until = algorithm.refund(state, now, policy.time, policy.burst, amount)
+        elseif change == 3 then
+          value, lives_until = algorithm.penalize(state, now, policy.time, policy.burst,
+            amount)
+        end
+        if value ~= nil then
+          state = value
+        else
+          -- Unchanged: it stops saying anything when the algorithm says it does.
+          lives_until = select(4, look(state))
+        end
+        if value ~= nil or change == 4 then
+          write(policy.key, state, lives_until, policy.blocked)
+        end
+      end
+      policy.reply = look(state)
+      if change == 1 or change == 2 then
+        redis.call('PUBLISH', channel, policy.key)
+      end
+    end
+    if blocked_until > 0 then
+      local wait = blocked_until - now
+      policy.reply = { 4, 0, wait, wait }
+    end
+    reply_with(policy.reply)
+  end
+end
+
+local first, arg = 1, 2
+while arg <= #ARGV do
+  local change, amount, count = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]),
+    tonumber(ARGV[arg + 2])
+  apply(change, amount, count, first, arg + 3)
+  first, arg = first + count, arg + 3 + 4 * count
+end
+
+for _, key in ipairs(written) do
+  local value, lives_until = writes[key][1], writes[key][2]
+  if value == false then
     redis.call('DEL', key)
   elseif lives_until then
     redis.call('SET', key, value, 'PX', px_until(lives_until, now))
   else
     redis.call('SET', key, value)
-  end
-end
-
-local policies, passes, blocked_until = {}, true, 0
-for i, key in ipairs(KEYS) do
-  local algorithm = algorithms[tonumber(ARGV[4 * i])]
-  local policy = {
-    key = key,
-    algorithm = algorithm,
-    time = tonumber(ARGV[4 * i + 1]),
-    burst = tonumber(ARGV[4 * i + 2]),
-    max_delay = tonumber(ARGV[4 * i + 3]),
-  }
-  policy.blocked, policy.state = unwrap(redis.call('GET', key))
-  function policy.decide(state, cost)
-    return algorithm.decide(state, now, policy.time, policy.burst, cost, policy.max_delay)
-  end
-  if change == 1 then
-    policy.blocked = 0
-  elseif change == 4 then
-    policy.blocked = math.max(policy.blocked, now + amount)
-  end
-  if policy.blocked <= now then
-    policy.blocked = 0
-  end
-  blocked_until = math.max(blocked_until, policy.blocked)
-  if change == 0 then
-    policy.reply, policy.value, policy.lives_until, policy.expires =
-      policy.decide(policy.state, amount)
-    if policy.reply[1] == 1 or policy.reply[1] == 2 then
-      passes = false
-    end
-  end
-  policies[i] = policy
-end
-if blocked_until > 0 then
-  passes = false
-end
-
-local replies = {}
-for _, policy in ipairs(policies) do
-  if change == 0 then
-    if passes and policy.value then
-      write(policy.key, policy.value, policy.lives_until, 0)
-    else
-      if not passes and (policy.reply[1] == 0 or policy.reply[1] == 3) then
-        policy.reply = policy.decide(policy.state, 0)
-      end
-      if policy.blocked == 0 then
-        heal_ttl(policy.key, policy.expires, now)
-      end
-    end
-  else
-    local state = policy.state
-    if change == 1 then
-      state = false
-      redis.call('DEL', policy.key)
-    else
-      local value, lives_until = nil, nil
-      if change == 2 then
-        value, lives_until = policy.algorithm.refund(state, now, policy.time, policy.burst,
-          amount)
-      elseif change == 3 then
-        value, lives_until = policy.algorithm.penalize(state, now, policy.time, policy.burst,
-          amount)
-      end
-      if value ~= nil then
-        state = value
-      else
-        -- Unchanged: it stops saying anything when the algorithm says it does.
-        lives_until = select(4, policy.decide(state, 0))
-      end
-      if value ~= nil or change == 4 then
-        write(policy.key, state, lives_until, policy.blocked)
-      end
-    end
-    policy.reply = policy.decide(state, 0)
-    if change == 1 or change == 2 then
-      redis.call('PUBLISH', ARGV[3], policy.key)
-    end
-  end
-  if blocked_until > 0 then
-    local wait = blocked_until - now
-    policy.reply = { 4, 0, wait, wait }
-  end
-  for _, n in ipairs(policy.reply) do
-    replies[#replies + 1] = n
   end
 end
 return replies

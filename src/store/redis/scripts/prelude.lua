@@ -31,19 +31,6 @@ local function px_until(at, now)
   return cdiv(at - now, 1000)
 end
 
--- A key found without a TTL (written by hand, or by another tool) gets one when a request
--- leaves it unchanged: it lives until `expires` (microseconds), or goes at once if that
--- has passed. `expires` is nil for a missing key, or one that is meant to stay.
-local function heal_ttl(key, expires, now)
-  if expires and redis.call('PTTL', key) == -1 then
-    if expires > now then
-      redis.call('PEXPIRE', key, px_until(expires, now))
-    else
-      redis.call('DEL', key)
-    end
-  end
-end
-
 -- Every algorithm below is a function (state, now, time, burst, cost, max_delay) of a
 -- key's value (false when missing) that writes nothing and returns:
 --   reply        { outcome, remaining, reset, time }, integers, times in microseconds:

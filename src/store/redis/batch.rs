@@ -1,0 +1,202 @@
+//! Natural batching (group commit): while a script call is under way, the changes that
+//! arrive meanwhile wait, and leave together in the next call, decided in arrival order
+//! inside one script run, each with its own answer. There is no timer: a lone change never
+//! waits, and batches form only under load.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::script::{script_change, Limits};
+use super::{key, Shared};
+use crate::clock::Clock;
+use crate::store::{Change, StoreError, StoreErrorKind};
+
+/// Script calls under way at once per lane: one being answered while the next is built
+/// keeps Redis busy without splitting the load into small batches.
+const CALLS_PER_LANE: usize = 2;
+
+/// How much sooner than its oldest change's deadline a call gives up, so that the call's
+/// failure is counted (by the breaker) before any of its changes reports it.
+const MARGIN: Duration = Duration::from_millis(1);
+
+/// One change waiting for its batch.
+pub(super) struct Entry {
+    pub(super) keys: Vec<Vec<u8>>,
+    pub(super) limits: Vec<Limits>,
+    pub(super) change: [u64; 2],
+    /// When the change fails if it has no answer.
+    pub(super) deadline: Instant,
+    reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+}
+
+impl Entry {
+    /// A change of the keys `keys` under `limits`, and where its reply will come.
+    pub(super) fn new(
+        keys: Vec<Vec<u8>>,
+        limits: Vec<Limits>,
+        change: Change,
+        deadline: Instant,
+    ) -> (Self, oneshot::Receiver<Result<Vec<u64>, StoreError>>) {
+        let (reply, receiver) = oneshot::channel();
+        let entry = Self {
+            keys,
+            limits,
+            change: script_change(change),
+            deadline,
+            reply,
+        };
+        (entry, receiver)
+    }
+}
+
+/// The batches of one store: one lane per server, or on a Cluster one per hash tag (every
+/// key of one script call must be in one slot).
+pub(super) struct Batcher {
+    lanes: Mutex<HashMap<Vec<u8>, Lane>>,
+    max_batch: usize,
+    per_tag: bool,
+}
+
+#[derive(Default)]
+struct Lane {
+    waiting: Vec<Entry>,
+    calls: usize,
+}
+
+impl Batcher {
+    /// Batches of at most `max_batch` changes; one lane per hash tag if `per_tag`.
+    pub(super) fn new(max_batch: usize, per_tag: bool) -> Self {
+        Self {
+            lanes: Mutex::new(HashMap::new()),
+            max_batch: max_batch.max(1),
+            per_tag,
+        }
+    }
+
+    /// Queues `entry`; sends a call at once if its lane has room for one more.
+    pub(super) fn submit(&self, shared: &Arc<Shared>, entry: Entry) {
+        let lane_name = match self.per_tag {
+            true => key::hash_tag(&entry.keys[0]).to_vec(),
+            false => Vec::new(),
+        };
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.entry(lane_name.clone()).or_default();
+        lane.waiting.push(entry);
+        if lane.calls == CALLS_PER_LANE {
+            return;
+        }
+        lane.calls += 1;
+        let batch = self.take(lane);
+        drop(lanes);
+        tokio::spawn(drive(Arc::clone(shared), lane_name, batch));
+    }
+
+    /// The next batch of `lane`, in arrival order.
+    fn take(&self, lane: &mut Lane) -> Vec<Entry> {
+        let rest = lane
+            .waiting
+            .split_off(lane.waiting.len().min(self.max_batch));
+        std::mem::replace(&mut lane.waiting, rest)
+    }
+
+    /// The next batch of the lane named `name` for a call that has finished, or `None`
+    /// (and one call fewer) if nothing waits.
+    fn next(&self, name: &[u8]) -> Option<Vec<Entry>> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.get_mut(name)?;
+        if lane.waiting.is_empty() {
+            lane.calls -= 1;
+            if lane.calls == 0 {
+                lanes.remove(name);
+            }
+            return None;
+        }
+        Some(self.take(lane))
+    }
+}
+
+/// Sends batches for one lane until nothing waits there.
+async fn drive(shared: Arc<Shared>, lane: Vec<u8>, mut batch: Vec<Entry>) {
+    loop {
+        // A change whose caller gave up (its deadline passed while it waited) is not sent.
+        batch.retain(|entry| !entry.reply.is_closed());
+        if let Some(oldest) = batch.iter().map(|entry| entry.deadline).min() {
+            let replies = call(&shared, &batch, oldest).await;
+            answer(batch, replies);
+        }
+        match shared.batcher.next(&lane) {
+            Some(next) => batch = next,
+            None => return,
+        }
+    }
+}
+
+/// One script call for `batch`, within the deadline of its oldest change and past the
+/// breaker, counted by it as one call.
+async fn call(shared: &Shared, batch: &[Entry], deadline: Instant) -> Result<Vec<u64>, StoreError> {
+    let sent = shared.clock.now_nanos();
+    let Some(pass) = shared.breaker.pass(sent) else {
+        return Err(circuit_open());
+    };
+    let give_up = deadline - MARGIN.min(shared.deadline / 2);
+    let reply = tokio::time::timeout_at(give_up, shared.call(batch)).await;
+    let done = shared.clock.now_nanos();
+    match reply {
+        Ok(Ok(reply)) => {
+            pass.record(true, done);
+            Ok(reply)
+        }
+        Ok(Err(error)) => {
+            pass.record(false, done);
+            let kind = match error.code() {
+                Some("OOM") => StoreErrorKind::OutOfMemory,
+                _ => StoreErrorKind::Unavailable,
+            };
+            Err(StoreError::new(kind, "Redis failed").with_source(error))
+        }
+        Err(_) => {
+            pass.record(false, done);
+            Err(StoreError::new(
+                StoreErrorKind::Timeout,
+                format!("Redis did not answer within {:?}", shared.deadline),
+            ))
+        }
+    }
+}
+
+/// The error of a change refused while the breaker is open.
+pub(super) fn circuit_open() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::CircuitOpen,
+        "circuit open: Redis failed repeatedly, retrying shortly",
+    )
+}
+
+/// Hands each entry its part of the reply (four integers per policy), or the batch's error.
+fn answer(batch: Vec<Entry>, replies: Result<Vec<u64>, StoreError>) {
+    let expected: usize = batch.iter().map(|entry| 4 * entry.limits.len()).sum();
+    let replies = replies.and_then(|replies| match replies.len() == expected {
+        true => Ok(replies),
+        false => Err(super::script::unexpected("four integers per policy")),
+    });
+    // A change whose caller has gone (its deadline passed) needs no answer.
+    match replies {
+        Ok(replies) => {
+            let mut rest = &replies[..];
+            for entry in batch {
+                let (own, after) = rest.split_at(4 * entry.limits.len());
+                rest = after;
+                let _ = entry.reply.send(Ok(own.to_vec()));
+            }
+        }
+        Err(error) => {
+            for entry in batch {
+                let _ = entry.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
