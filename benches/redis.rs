@@ -1,7 +1,10 @@
-//! Decisions per second through `RedisStore`, beside `redis-benchmark` running the same
-//! script on the same server, and the cost of a denial answered by the deny cache beside
-//! the in-process store's. With `--cluster`, the same store on a Redis Cluster (no
-//! `redis-benchmark` run: it would call one node).
+//! Decisions per second through `RedisStore` (batching its calls), beside `redis-benchmark`
+//! running the crate's script and the simplest GCRA script (one key per call, and the
+//! same script deciding 16 or 64 keys per call) on the same server, with what each costs
+//! Redis per decision (its own CPU time, from `INFO commandstats`); one hot key from 4
+//! stores; and the cost of a denial answered by the deny cache beside the in-process
+//! store's. With `--cluster`, the same store on a Redis Cluster (no `redis-benchmark` run:
+//! it would call one node).
 //!
 //! ```sh
 //! benches/redis_compare.sh [--cluster]          # starts its own redis-server (and cluster)
@@ -15,8 +18,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -76,45 +79,124 @@ fn open_policy() -> Policies {
     .into()
 }
 
-/// Decisions per second through `store` with `concurrency` tasks, one key each.
-async fn through_store(store: &RedisStore, concurrency: usize, run: Duration) -> f64 {
+/// The simplest GCRA script, as small rate limiters write it: Redis time, one `GET`, one
+/// `SET ... PX` per key; every key of the call is decided (so with one key, one decision
+/// per call). ARGV: the emission interval and the burst, in microseconds and units.
+const SIMPLEST: &str = r#"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local admitted = 0
+for _, key in ipairs(KEYS) do
+  local tat = math.max(tonumber(redis.call('GET', key) or now), now)
+  if tat + interval - now <= burst * interval then
+    redis.call('SET', key, tat + interval, 'PX', math.ceil((tat + interval - now) / 1000))
+    admitted = admitted + 1
+  end
+end
+return admitted
+"#;
+
+/// What a load achieved: decisions per second and the latency of one.
+struct Load {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `concurrency` tasks charging through `stores` (task `i` through store `i % stores`),
+/// each on its own key, or all on one hot key.
+async fn through_stores(
+    stores: &[RedisStore],
+    concurrency: usize,
+    hot: bool,
+    run: Duration,
+) -> Load {
     let policy = open_policy();
     let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
     let tasks: Vec<_> = (0..concurrency as u64)
-        .map(|key| {
-            let (store, policy) = (store.clone(), policy.clone());
-            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        .map(|task| {
+            let store = stores[task as usize % stores.len()].clone();
+            let policy = policy.clone();
+            let (stop, measuring) = (Arc::clone(&stop), Arc::clone(&measuring));
+            let latencies = Arc::clone(&latencies);
+            let key = if hot { u64::MAX } else { task };
             tokio::spawn(async move {
+                let mut own = Vec::new();
                 while !stop.load(Relaxed) {
+                    let started = Instant::now();
                     store
                         .apply(&key, Change::Charge(1), &policy)
                         .await
                         .expect("decision");
-                    done.fetch_add(1, Relaxed);
+                    if measuring.load(Relaxed) {
+                        own.push(started.elapsed());
+                    }
                 }
+                latencies.lock().unwrap().extend(own);
             })
         })
         .collect();
     tokio::time::sleep(run / 5).await; // warm up
-    let (start, before) = (Instant::now(), done.load(Relaxed));
+    measuring.store(true, Relaxed);
+    let start = Instant::now();
     tokio::time::sleep(run).await;
-    let rate = (done.load(Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
+    measuring.store(false, Relaxed);
+    let elapsed = start.elapsed();
     stop.store(true, Relaxed);
     for task in tasks {
         task.await.unwrap();
     }
-    rate
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Load {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+    }
 }
 
-/// `redis-benchmark -P 16 -c 50` calling the same script (EVALSHA) on the same server.
-fn redis_benchmark(url: &str, sha: &str, key: &[u8], requests: u64) -> (String, f64) {
+/// A connection to the server at `url`, for setting up and reading its statistics.
+async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Redis's own CPU time in `EVALSHA` since the last reset, in microseconds.
+async fn evalsha_micros(connection: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:"))
+        .and_then(|stats| {
+            let usec = stats
+                .split(',')
+                .find_map(|field| field.strip_prefix("usec="))?;
+            usec.parse().ok()
+        })
+        .unwrap_or(0.0)
+}
+
+async fn reset_stats(connection: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+/// `redis-benchmark -P 16 -c 50 -r 1000000` calling `EVALSHA` with `script_args`: calls per
+/// second, and the command as run.
+fn redis_benchmark(url: &str, script_args: &[String], requests: u64) -> (String, f64) {
     let address = url.trim_start_matches("redis://");
     let (host, port) = address.split_once(':').unwrap_or((address, "6379"));
     let port = port.trim_end_matches('/');
-    let policy = open_policy();
-    let interval = 1u64; // µs: 1 000 000 per second
-    let burst = policy[0].quota().burst_size();
     let command = [
         "redis-benchmark",
         "-h",
@@ -125,29 +207,16 @@ fn redis_benchmark(url: &str, sha: &str, key: &[u8], requests: u64) -> (String, 
         "16",
         "-c",
         "50",
+        "-r",
+        "1000000",
         "-q",
     ];
     let requests = requests.to_string();
-    let script_args = [
-        "EVALSHA".to_owned(),
-        sha.to_owned(),
-        "1".to_owned(),
-        String::from_utf8(key.to_vec()).unwrap(),
-        // the invalidation channel, then one change: a charge (0) of cost 1 under one
-        // policy: algorithm 0 (token bucket), interval, burst, max_delay
-        "ratelimit-bench:invalidate".to_owned(),
-        "0".to_owned(),
-        "1".to_owned(),
-        "1".to_owned(),
-        "0".to_owned(),
-        interval.to_string(),
-        burst.to_string(),
-        "0".to_owned(),
-    ];
     let output = Command::new(command[0])
         .args(&command[1..])
         .args(["-n", &requests])
-        .args(&script_args)
+        .arg("EVALSHA")
+        .args(script_args)
         .output()
         .expect("redis-benchmark is installed");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -161,11 +230,49 @@ fn redis_benchmark(url: &str, sha: &str, key: &[u8], requests: u64) -> (String, 
         })
         .unwrap_or_else(|| panic!("unexpected redis-benchmark output: {text}"));
     let shown = format!(
-        "{} -n {requests} {}",
+        "{} -n {requests} EVALSHA {}",
         command.join(" "),
         script_args.join(" ")
     );
     (shown, rate)
+}
+
+/// A `redis-benchmark` run of one script: decisions per second, and Redis's CPU time per
+/// decision in microseconds.
+struct Reference {
+    command: String,
+    decisions: f64,
+    cpu_per_decision: f64,
+}
+
+async fn reference(
+    url: &str,
+    connection: &mut redis::aio::MultiplexedConnection,
+    script_args: Vec<String>,
+    per_call: u64,
+    requests: u64,
+) -> Reference {
+    reset_stats(connection).await;
+    let (command, calls) = redis_benchmark(url, &script_args, requests);
+    let micros = evalsha_micros(connection).await;
+    Reference {
+        command,
+        decisions: calls * per_call as f64,
+        cpu_per_decision: micros / (requests * per_call) as f64,
+    }
+}
+
+/// The arguments of a call of the crate's script (`sha`, one key, the channel, one
+/// change) turned into one of `n` such changes on `n` random keys.
+fn batch_of(one: &[String], n: usize) -> Vec<String> {
+    let (sha, key, change) = (&one[0], &one[2], &one[4..]);
+    let keys = (0..n).map(|i| format!("{key}:{i}:__rand_int__"));
+    [sha.clone(), n.to_string()]
+        .into_iter()
+        .chain(keys)
+        .chain([one[3].clone()])
+        .chain((0..n).flat_map(|_| change.iter().cloned()))
+        .collect()
 }
 
 /// Nanoseconds per decision of `decide` (which must answer at once), on one thread.
@@ -207,18 +314,20 @@ fn main() {
             .unwrap()
             .as_nanos();
         let prefix = format!("bench:{unique}");
-        let builder = if args.cluster.is_empty() {
-            RedisStore::builder(&args.redis)
-        } else {
-            cluster_builder(&args.cluster)
+        let connect = || async {
+            let builder = if args.cluster.is_empty() {
+                RedisStore::builder(&args.redis)
+            } else {
+                cluster_builder(&args.cluster)
+            };
+            builder
+                .prefix(&prefix)
+                .deadline(Duration::from_secs(1))
+                .connect()
+                .await
+                .expect("connect")
         };
-        let store = builder
-            .prefix(&prefix)
-            .deadline(Duration::from_secs(1))
-            .connect()
-            .await
-            .expect("connect");
-
+        let store = connect().await;
         let target = if args.cluster.is_empty() {
             "one server".to_owned()
         } else {
@@ -228,25 +337,91 @@ fn main() {
             "RedisStore on {target}, admitted decisions (each writes its key), {run:?} per run, {} worker thread(s):",
             args.threads
         );
+        // On a cluster, one node's statistics (only the single server's are reported).
+        let mut connection = admin(args.cluster.first().unwrap_or(&args.redis)).await;
         let mut best = 0f64;
-        for concurrency in [1, 16, 64, 256] {
-            let rate = through_store(&store, concurrency, run).await;
-            best = best.max(rate);
-            println!("  concurrency {concurrency:>3}: {rate:>9.0} decisions/s");
+        let mut cpu = 0f64;
+        let single = std::slice::from_ref(&store);
+        for concurrency in [1, 16, 64, 256, 1024] {
+            reset_stats(&mut connection).await;
+            let load = through_stores(single, concurrency, false, run).await;
+            let micros = evalsha_micros(&mut connection).await;
+            if load.rate > best {
+                best = load.rate;
+                // Warm-up and measured decisions together: about 1.2 runs.
+                cpu = micros / (load.rate * 1.2 * run.as_secs_f64());
+            }
+            println!(
+                "  concurrency {concurrency:>4}: {:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us",
+                load.rate,
+                load.p50.as_secs_f64() * 1e6,
+                load.p99.as_secs_f64() * 1e6
+            );
         }
+        let stores = [store.clone(), connect().await, connect().await, connect().await];
+        let hot = through_stores(&stores, 256, true, run).await;
+        println!(
+            "  one hot key, 4 stores x 64 tasks: {:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us",
+            hot.rate,
+            hot.p50.as_secs_f64() * 1e6,
+            hot.p99.as_secs_f64() * 1e6
+        );
 
         if args.cluster.is_empty() {
-            let key = store.storage_key(&"redis-benchmark", &open_policy(), 0);
-            // About as long a run as one of ours.
+            let key = String::from_utf8(store.storage_key(&"redis-benchmark", &open_policy(), 0)).unwrap();
+            let burst = open_policy()[0].quota().burst_size();
             let requests = (best * run.as_secs_f64()).max(100_000.0) as u64;
-            let (command, reference) =
-                redis_benchmark(&args.redis, store.script_sha(), &key, requests);
+            // The crate's script, one decision per call: the invalidation channel, then a
+            // charge (0) of cost 1 under one policy: algorithm 0 (token bucket), interval
+            // 1 us, burst, max_delay.
+            let ours: Vec<String> = [store.script_sha().to_owned(), "1".into(), key, "ratelimit-bench:invalidate".into()]
+                .into_iter()
+                .chain(["0", "1", "1", "0", "1"].map(String::from))
+                .chain([burst.to_string(), "0".into()])
+                .collect();
+            let ours_16 = batch_of(&ours, 16);
+            let ours = reference(&args.redis, &mut connection, ours, 1, requests).await;
+            let ours_16 = reference(&args.redis, &mut connection, ours_16, 16, requests).await;
+            let sha: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SIMPLEST)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            let simplest = |keys: usize, hot: bool| {
+                let key = |i: usize| match hot {
+                    true => "bench:hot".to_owned(),
+                    false => format!("bench:{i}:__rand_int__"),
+                };
+                [sha.clone(), keys.to_string()]
+                    .into_iter()
+                    .chain((0..keys).map(key))
+                    .chain(["1".into(), burst.to_string()])
+                    .collect::<Vec<_>>()
+            };
+            println!("redis-benchmark on the same server (Redis CPU per decision from INFO commandstats):");
+            let mut rows = vec![
+                ("crate's script, 1 decision per call".to_owned(), ours),
+                ("crate's script, 16 decisions per call".to_owned(), ours_16),
+            ];
+            for (label, keys, hot) in [
+                ("simplest script, random keys", 1, false),
+                ("simplest script, one hot key", 1, true),
+                ("simplest script, 16 keys per call", 16, false),
+                ("simplest script, 64 keys per call", 64, false),
+            ] {
+                let reference = reference(&args.redis, &mut connection, simplest(keys, hot), keys as u64, requests).await;
+                rows.push((label.to_owned(), reference));
+            }
+            for (label, row) in &rows {
+                println!("  {label}: {:>9.0} decisions/s, {:.2} us of Redis CPU each\n    {}", row.decisions, row.cpu_per_decision, row.command);
+            }
+            println!("RedisStore's best: {:.0} decisions/s, {cpu:.2} us of Redis CPU each", best);
+            let simplest = &rows[2].1;
             println!(
-                "redis-benchmark, same script, same server:\n  {command}\n  {reference:>9.0} calls/s"
-            );
-            println!(
-                "RedisStore's best / redis-benchmark -P 16: {:.0}%",
-                100.0 * best / reference
+                "RedisStore's best / simplest script unbatched (-P 16): {:.2}x; Redis CPU per decision: {:.2}x the simplest's",
+                best / simplest.decisions,
+                cpu / simplest.cpu_per_decision
             );
         }
 

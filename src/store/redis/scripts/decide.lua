@@ -27,8 +27,22 @@ local algorithms = { [0] = token_bucket, [1] = shaper, [2] = fixed_window,
 local now = now_micros()
 local channel = ARGV[1]
 
--- What the batch has read (false: missing) and will write, by key.
-local values, writes, written, checked = {}, {}, {}, {}
+-- ARGV as numbers: the changes of a batch repeat the same few numbers, and converting a
+-- string costs far more than looking it up.
+local numbers = {}
+local function number(i)
+  local text = ARGV[i]
+  local n = numbers[text]
+  if not n then
+    n = tonumber(text)
+    numbers[text] = n
+  end
+  return n
+end
+
+-- What the batch has read (false: missing), and will write (false: delete) until when
+-- (false: for ever), by key; the keys to write, in order; the keys whose TTL was looked at.
+local values, writes, lives, written, checked = {}, {}, {}, {}, {}
 
 local function read(key)
   local value = values[key]
@@ -42,10 +56,10 @@ end
 -- Stages `value` (false: none) until `lives_until` (nil: for ever), written at the end.
 local function stage(key, value, lives_until)
   values[key] = value
-  if not writes[key] then
+  if writes[key] == nil then
     written[#written + 1] = key
   end
-  writes[key] = { value, lives_until }
+  writes[key], lives[key] = value, lives_until or false
 end
 
 -- A stored value as (until when it is blocked or 0, the state or false).
@@ -80,7 +94,7 @@ end
 -- leaves it unchanged: it lives until `expires` (microseconds), or goes at once if that
 -- has passed. `expires` is nil for a missing key, or one that is meant to stay.
 local function heal_ttl(key, expires)
-  if expires and not writes[key] and not checked[key] then
+  if expires and writes[key] == nil and not checked[key] then
     checked[key] = true
     if redis.call('PTTL', key) == -1 then
       if expires > now then
@@ -101,18 +115,41 @@ local function reply_with(reply)
     reply[1], reply[2], reply[3], reply[4]
 end
 
+-- A charge of `cost` under one policy, the common case: what `apply` below does for it,
+-- without its tables.
+local function charge_one(key, algorithm, time, burst, max_delay, cost)
+  local blocked, state = unwrap(read(key))
+  if blocked > now then
+    local wait = blocked - now
+    reply_with({ 4, 0, wait, wait })
+    return
+  end
+  local reply, value, lives_until, expires =
+    algorithm.decide(state, now, time, burst, cost, max_delay)
+  if value then
+    write(key, value, lives_until, 0)
+  else
+    heal_ttl(key, expires)
+  end
+  reply_with(reply)
+end
+
 -- One change of `count` policies, whose keys start at KEYS[first] and whose numbers start
 -- at ARGV[arg].
 local function apply(change, amount, count, first, arg)
+  if change == 0 and count == 1 then
+    return charge_one(KEYS[first], algorithms[number(arg)], number(arg + 1), number(arg + 2),
+      number(arg + 3), amount)
+  end
   local policies, passes, blocked_until = {}, true, 0
   for i = 1, count do
     local at = arg + 4 * (i - 1)
     local policy = {
       key = KEYS[first + i - 1],
-      algorithm = algorithms[tonumber(ARGV[at])],
-      time = tonumber(ARGV[at + 1]),
-      burst = tonumber(ARGV[at + 2]),
-      max_delay = tonumber(ARGV[at + 3]),
+      algorithm = algorithms[number(at)],
+      time = number(at + 1),
+      burst = number(at + 2),
+      max_delay = number(at + 3),
     }
     policy.blocked, policy.state = unwrap(read(policy.key))
     if change == 1 then
@@ -192,14 +229,13 @@ end
 
 local first, arg = 1, 2
 while arg <= #ARGV do
-  local change, amount, count = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]),
-    tonumber(ARGV[arg + 2])
+  local change, amount, count = number(arg), number(arg + 1), number(arg + 2)
   apply(change, amount, count, first, arg + 3)
   first, arg = first + count, arg + 3 + 4 * count
 end
 
 for _, key in ipairs(written) do
-  local value, lives_until = writes[key][1], writes[key][2]
+  local value, lives_until = writes[key], lives[key]
   if value == false then
     redis.call('DEL', key)
   elseif lives_until then

@@ -4,25 +4,29 @@
 local function gcra(tat, now, interval, burst, cost)
   local tolerance = interval * burst
   local base = math.max(tat, now)
-  local available = idiv(math.max(now + tolerance - base, 0), interval)
+  -- Quota present now, in whole units, for a request that does not pass.
+  local function available()
+    return idiv(math.max(now + tolerance - base, 0), interval)
+  end
   if cost > burst then
-    return { 2, available, 0, 0 }, nil
+    return { 2, available(), 0, 0 }, nil
   end
   local next_tat = base + cost * interval
   if next_tat > now + tolerance then
     local retry = next_tat - tolerance - now
-    return { 1, available, retry, retry }, nil
+    return { 1, available(), retry, retry }, nil
   end
   local slack = now + tolerance - next_tat
+  local left = idiv(slack, interval)
   local reset = 0
   if next_tat > now then
     -- Not `%`: Lua computes it as a - floor(a / b) * b, inexact near 2^53.
-    reset = interval - (slack - idiv(slack, interval) * interval)
+    reset = interval - (slack - left * interval)
   end
   if cost == 0 then
     next_tat = nil
   end
-  return { 0, idiv(slack, interval), reset, 0 }, next_tat
+  return { 0, left, reset, 0 }, next_tat
 end
 
 -- A TAT as the key's value; it lives exactly until the TAT, from then on saying no more
