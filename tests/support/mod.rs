@@ -12,3 +12,5 @@ pub mod redis_server;
 pub mod redis_tables;
 #[cfg(feature = "redis")]
 pub mod slow_proxy;
+#[cfg(feature = "redis-tls")]
+pub mod tls;

@@ -12,6 +12,8 @@ pub struct RedisServer {
     url: String,
     port: u16,
     dir: Option<PathBuf>,
+    /// Settings beyond the defaults of `spawn`.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -23,9 +25,15 @@ impl RedisServer {
                 url,
                 port: 0,
                 dir: None,
+                extra: Vec::new(),
                 child: None,
             };
         }
+        Self::start_with(&[])
+    }
+
+    /// A new server of this test's own (whatever `REDIS_URL` says) with `extra` settings.
+    pub fn start_with(extra: &[String]) -> Self {
         let dir = temp_dir();
         for _ in 0..5 {
             let port = free_port();
@@ -33,6 +41,7 @@ impl RedisServer {
                 url: format!("redis://127.0.0.1:{port}"),
                 port,
                 dir: Some(dir.clone()),
+                extra: extra.to_vec(),
                 child: None,
             };
             if server.spawn() {
@@ -84,7 +93,8 @@ impl RedisServer {
     /// Starts redis-server; false if it exited (its port was taken).
     fn spawn(&mut self) -> bool {
         let dir = self.dir.as_ref().expect("an owned server");
-        self.child = spawn(self.port, dir, &[]);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = spawn(self.port, dir, &extra);
         self.child.is_some()
     }
 }

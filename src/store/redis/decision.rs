@@ -58,10 +58,21 @@ where
                 });
             }
         }
-        let Some(pass) = shared.breaker.pass(sent) else {
+        let storage_keys: Vec<Vec<u8>> = policies
+            .iter()
+            .map(|policy| {
+                let namespace = policies.namespace();
+                key::storage_key(&shared.prefix, namespace, key, policy.fingerprint())
+            })
+            .collect();
+        let breaker = shared.breakers.for_key(&storage_keys[0]);
+        let Some(pass) = breaker.pass(sent) else {
             return RedisDecision::ready(Err(StoreError::new(
                 StoreErrorKind::CircuitOpen,
-                "circuit open: Redis failed repeatedly, retrying shortly",
+                format!(
+                    "circuit open: {} failed repeatedly, retrying shortly",
+                    breaker.what()
+                ),
             )));
         };
         let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
@@ -70,13 +81,6 @@ where
                 "too many Redis calls in flight",
             )));
         };
-        let storage_keys: Vec<Vec<u8>> = policies
-            .iter()
-            .map(|policy| {
-                let namespace = policies.namespace();
-                key::storage_key(&shared.prefix, namespace, key, policy.fingerprint())
-            })
-            .collect();
         let shared = Arc::clone(shared);
         let key = key.clone();
         RedisDecision(State::Calling(Box::pin(async move {
@@ -88,14 +92,12 @@ where
                 Ok(Ok(reply)) => reply,
                 Ok(Err(error)) => {
                     pass.record(false, done);
-                    let kind = match error.code() {
-                        Some("OOM") => StoreErrorKind::OutOfMemory,
-                        _ => StoreErrorKind::Unavailable,
-                    };
-                    return Err(StoreError::new(kind, "Redis failed").with_source(error));
+                    shared.connection.failed();
+                    return Err(failure(error));
                 }
                 Err(_) => {
                     pass.record(false, done);
+                    shared.connection.failed();
                     return Err(StoreError::new(
                         StoreErrorKind::Timeout,
                         format!("Redis did not answer within {:?}", shared.deadline),
@@ -148,6 +150,24 @@ where
             .iter()
             .try_for_each(|policy| Limits::of(policy).map(drop))
     }
+}
+
+/// A script call's failure, by kind.
+fn failure(error: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind::Server, ServerErrorKind};
+    let (kind, message) = match error.kind() {
+        _ if error.code() == Some("OOM") => (StoreErrorKind::OutOfMemory, "Redis is out of memory"),
+        Server(ServerErrorKind::ClusterDown) => (
+            StoreErrorKind::ClusterDown,
+            "the Redis Cluster does not serve this key's slot (CLUSTERDOWN)",
+        ),
+        Server(ServerErrorKind::TryAgain) => (
+            StoreErrorKind::Resharding,
+            "the Redis Cluster is moving this key's slot (TRYAGAIN)",
+        ),
+        _ => (StoreErrorKind::Unavailable, "Redis failed"),
+    };
+    StoreError::new(kind, message).with_source(error)
 }
 
 /// A [`RedisStore`] decision under way. Ready at once when it needs no round trip (a

@@ -2,13 +2,22 @@
 
 mod breaker;
 mod builder;
+mod clients;
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod connection;
 mod decision;
 mod deny_cache;
 mod heartbeat;
 mod invalidation;
 mod key;
+#[cfg(feature = "redis-cluster")]
+mod masters;
 mod script;
+#[cfg(feature = "redis-sentinel")]
+mod sentinel;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use std::fmt;
 use std::hash::Hash;
@@ -17,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use self::breaker::Breaker;
+use self::breaker::Breakers;
 pub use self::builder::RedisStoreBuilder;
 use self::connection::{Connection, Target};
 pub use self::decision::RedisDecision;
@@ -25,6 +34,8 @@ use self::deny_cache::{DenyCache, DenyCaches};
 use self::heartbeat::Heartbeat;
 use self::invalidation::Listener;
 pub use self::key::RedisKey;
+#[cfg(feature = "redis-tls")]
+pub use self::tls::Pem;
 use super::StoreError;
 use crate::clock::MonotonicClock;
 use crate::Policies;
@@ -113,7 +124,7 @@ struct Shared {
     prefix: String,
     deadline: Duration,
     in_flight: Arc<Semaphore>,
-    breaker: Arc<Breaker>,
+    breakers: Breakers,
     /// `None` when turned off.
     deny_caches: Option<Arc<DenyCaches>>,
     /// Where resets and refunds announce the keys they changed.
@@ -185,7 +196,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &shared.prefix)
             .field("deadline", &shared.deadline)
             .field("in_flight", &(shared.in_flight.available_permits()))
-            .field("breaker", &shared.breaker)
+            .field("breakers", &shared.breakers)
             .field("deny_cache", &shared.deny_caches.is_some())
             .finish_non_exhaustive()
     }

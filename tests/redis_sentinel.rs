@@ -1,0 +1,1 @@
+//! `RedisStore` through Redis Sentinel (tests to come).
