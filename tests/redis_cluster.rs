@@ -5,26 +5,15 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use support::multi;
 use support::redis_cluster::RedisCluster;
 use support::redis_server::{unique_prefix, RedisServer};
-use support::redis_tables;
-use tokio::time::MissedTickBehavior;
-use tower::{service_fn, Layer, ServiceExt};
-use tower_ratelimit::key::KeyError;
+use support::{failover, multi, redis_tables};
 use tower_ratelimit::store::{Change, RedisStore, Store};
-use tower_ratelimit::{
-    Algorithm, DecisionSource, FailurePolicy, Policies, Policy, Quota, RateLimitLayer, RequestHead,
-    ResponseBody,
-};
+use tower_ratelimit::{Algorithm, Policies, Policy, Quota};
 
 /// Generous: these tests are about counting, not latency, and share a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -359,87 +348,39 @@ async fn connecting_needs_a_cluster() {
     assert!(error.to_string().contains("cluster"), "{error}");
 }
 
-/// What the failover run's decision hook saw of one request.
-struct Seen {
-    key: usize,
-    at: Instant,
-    source: DecisionSource,
-    allowed: bool,
-}
-
-/// The failover run's app servers: a layer with `FallbackLocal` (`share` per key) and a
-/// store of its own each, keyed by the request path (`/key7`), reporting to `seen`.
-async fn app_servers(
-    cluster: &RedisCluster,
-    prefix: &str,
-    quota: Quota,
-    share: Quota,
-    deadline: Duration,
-    seen: &Arc<Mutex<Vec<Seen>>>,
-) -> Vec<
-    impl tower::Service<
-            Request<()>,
-            Response = Response<ResponseBody<String>>,
-            Error = Infallible,
-            Future: Send,
-        > + Clone
-        + Send
-        + 'static,
-> {
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        let store = RedisStore::cluster_builder(cluster.urls())
-            .prefix(prefix)
-            .deadline(deadline)
-            .connect()
-            .await
-            .unwrap();
-        let key = |request: &RequestHead<'_>| Ok::<_, KeyError>(request.uri.path()[1..].to_owned());
-        let seen = Arc::clone(seen);
-        let layer = RateLimitLayer::new(key, store, quota)
-            .on_store_error(FailurePolicy::FallbackLocal)
-            .fallback_policy(Policy::new("default", share, Algorithm::TokenBucket).unwrap())
-            .on_decision(move |event| {
-                seen.lock().unwrap().push(Seen {
-                    key: event.key[3..].parse().unwrap(),
-                    at: Instant::now(),
-                    source: event.source,
-                    allowed: event.decision.is_some_and(|d| d.is_allowed()),
-                })
-            });
-        servers.push(layer.layer(service_fn(|_: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(String::new()))
-        })));
-    }
-    servers
-}
-
 /// 3 masters with a replica each; 2 app servers send 100 requests per second to each of
 /// 12 keys, and the master of `key0` is killed after a second. Every request is answered
 /// within the deadline, by Redis or by the in-process fallback; the replica is promoted
-/// and decisions go back to Redis on their own. A key of the dead master may lose, at
-/// most, what that master acknowledged in its last `WINDOW` (writes not yet replicated
-/// die with it); keys on the other masters lose nothing. So no key is admitted more than
-/// its burst, plus those lost writes, plus the fallback's share per app server.
+/// and decisions go back to Redis on their own (within 15 s). A key of the dead master
+/// may lose, at most, what that master acknowledged in its last `WINDOW` (writes not yet
+/// replicated die with it); keys on the other masters lose nothing. So no key is admitted
+/// more than its burst, plus those lost writes, plus the fallback's share per app server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_run_fails_over() {
     /// Far longer than replication takes on loopback.
     const WINDOW: Duration = Duration::from_millis(500);
-    const BURST: u64 = 200;
-    const SHARE: u64 = 3;
-    const KEYS: usize = 12;
-    let deadline = Duration::from_millis(100);
-    let slack = Duration::from_millis(200);
+    let limits = failover::Limits {
+        burst: 200,
+        share: 3,
+        keys: 12,
+        deadline: Duration::from_millis(100),
+        slack: Duration::from_millis(200),
+    };
     let _alone = ALONE.lock().await;
     let mut cluster = RedisCluster::start(3, 1);
     if cluster.skip_unless_owned("a_master_killed_mid_run_fails_over") {
         return;
     }
     let prefix = unique_prefix("failover");
-    let quota = Quota::per_hour(1).burst(BURST);
-    let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
-    let share = Quota::per_hour(1).burst(SHARE);
-    let servers = app_servers(&cluster, &prefix, quota, share, deadline, &seen).await;
+    let builder = || {
+        RedisStore::cluster_builder(cluster.urls())
+            .prefix(&prefix)
+            .deadline(limits.deadline)
+    };
+    let stores = [
+        builder().connect().await.unwrap(),
+        builder().connect().await.unwrap(),
+    ];
     // Reads what Redis holds (no deny cache), connected afresh each time.
     let urls = cluster.urls().to_vec();
     let observer = || {
@@ -449,129 +390,22 @@ async fn a_master_killed_mid_run_fails_over() {
             .deny_cache(false)
             .connect()
     };
-    let policy = policy(quota);
-    let name = |key: usize| format!("key{key}");
+    let policy = limits.policy();
     let observer_names = observer().await.unwrap();
-    let storage_key = |key| observer_names.storage_key(&name(key), &policy, 0);
+    let storage_key = |key| observer_names.storage_key(&failover::name(key), &policy, 0);
     let victim = cluster.master_of(&storage_key(0));
-    let on_victim: Vec<bool> = (0..KEYS)
+    let on_victim: Vec<bool> = (0..limits.keys)
         .map(|key| cluster.master_of(&storage_key(key)) == victim)
         .collect();
     assert!(on_victim.contains(&false), "keys on the other masters too");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for server in &servers {
-        for key in 0..KEYS {
-            let (server, stop) = (server.clone(), Arc::clone(&stop));
-            clients.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
-                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                let (mut admitted, mut slowest) = (0, Duration::ZERO);
-                while !stop.load(Relaxed) {
-                    tick.tick().await;
-                    let request = Request::get(format!("/{}", name(key))).body(()).unwrap();
-                    let started = Instant::now();
-                    let status = server.clone().oneshot(request).await.unwrap().status();
-                    slowest = slowest.max(started.elapsed());
-                    match status {
-                        StatusCode::OK => admitted += 1,
-                        StatusCode::TOO_MANY_REQUESTS => {}
-                        other => panic!("{other} for key {key}"),
-                    }
-                }
-                (key, admitted, slowest)
-            }));
-        }
-    }
-
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let killing = Instant::now();
-    cluster.kill(&victim);
-    let killed = Instant::now();
-    // Until decisions are back on Redis: none has failed for a second, and since the last
-    // failure every key was decided by Redis and has used up its burst there.
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let seen = seen.lock().unwrap();
-        let failed = |s: &&Seen| s.source != DecisionSource::Store;
-        let Some(last_failure) = seen.iter().filter(failed).map(|s| s.at).max() else {
-            assert!(
-                killed.elapsed() < Duration::from_secs(15),
-                "no failure at all"
-            );
-            continue;
-        };
-        let settled = (0..KEYS).all(|key| {
-            seen.iter().any(|s| {
-                s.key == key
-                    && s.at > last_failure
-                    && s.source == DecisionSource::Store
-                    && !s.allowed
-            })
-        });
-        if settled && last_failure.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
-                "decisions back on Redis {:?} after the kill",
-                last_failure - killed
-            );
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(15),
-            "decisions not back on Redis 15 s after the kill"
-        );
-    }
-    stop.store(true, Relaxed);
-    let mut admitted = [0; KEYS];
-    for client in clients {
-        let (key, count, slowest) = client.await.unwrap();
-        assert!(slowest <= deadline + slack, "a request took {slowest:?}");
-        admitted[key] += count;
-    }
+    let kill = || cluster.kill(&victim);
+    let run = failover::run(&limits, stores, kill, Duration::from_secs(15)).await;
     let masters = cluster.masters();
     assert!(
         masters.len() == 3 && !masters.contains(&victim),
         "{masters:?}"
     );
-
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
-    let observer = observer().await.unwrap();
-    for key in 0..KEYS {
-        let allowed = |source| {
-            seen.iter()
-                .filter(move |s| s.key == key && s.allowed && s.source == source)
-        };
-        let by_redis = allowed(DecisionSource::Store).count() as u64;
-        let by_fallback = allowed(DecisionSource::Fallback).count() as u64;
-        let remaining = observer
-            .apply(&name(key), Change::Charge(0), &policy)
-            .await
-            .unwrap()[0]
-            .remaining;
-        let lost = by_redis.saturating_sub(BURST - remaining);
-        let window = killing - WINDOW;
-        let recent = allowed(DecisionSource::Store)
-            .filter(|s| s.at >= window && s.at <= killed)
-            .count() as u64;
-        let before = allowed(DecisionSource::Store)
-            .filter(|s| s.at < window)
-            .count();
-        let context = format!(
-            "key {key}{}: {} admitted, {by_redis} by Redis ({before} before the window, \
-             {recent} in it), {by_fallback} by the fallback, {remaining} left in Redis",
-            if on_victim[key] { " (dead master)" } else { "" },
-            admitted[key],
-        );
-        assert_eq!(admitted[key], by_redis + by_fallback, "{context}");
-        assert!(before >= 20, "too little traffic to tell: {context}");
-        assert!(by_fallback <= 2 * SHARE, "{context}");
-        if on_victim[key] {
-            assert!(by_fallback > 0, "the outage went unseen: {context}");
-            assert!(lost <= recent, "lost {lost}: {context}");
-        } else {
-            assert_eq!(lost, 0, "{context}");
-        }
-        assert!(admitted[key] <= BURST + recent + 2 * SHARE, "{context}");
-    }
+    run.check(&limits, &observer().await.unwrap(), &on_victim, WINDOW)
+        .await;
 }

@@ -3,9 +3,13 @@
 
 pub mod cases;
 pub mod client;
+#[cfg(feature = "redis")]
+pub mod failover;
 pub mod multi;
 #[cfg(feature = "redis-cluster")]
 pub mod redis_cluster;
+#[cfg(feature = "redis-sentinel")]
+pub mod redis_sentinel;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 #[cfg(feature = "redis")]

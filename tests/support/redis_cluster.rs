@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::redis_server::{free_port, spawn, temp_dir};
+use super::redis_server::{free_port, query, spawn, temp_dir};
 
 /// A node's address as the cluster announces it.
 const HOST: &str = "127.0.0.1";
@@ -180,15 +180,6 @@ impl RedisCluster {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-/// A command's reply from the node at `url`; `None` if it cannot be had.
-fn query<T: redis::FromRedisValue>(url: &str, command: &[&[u8]]) -> Option<T> {
-    let client = redis::Client::open(url).ok()?;
-    let mut connection = client
-        .get_connection_with_timeout(Duration::from_secs(1))
-        .ok()?;
-    redis::Cmd::new().arg(command).query(&mut connection).ok()
 }
 
 impl Drop for RedisCluster {

@@ -122,30 +122,45 @@ pub fn free_port() -> u16 {
 /// Starts redis-server on `port` without persistence, with files in `dir` and `extra`
 /// settings, and waits until it answers PING; `None` if it exited (a port was taken).
 pub fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Option<Child> {
-    let mut child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir)
-        .args(extra)
+        .args(extra);
+    spawn_command(command, port)
+}
+
+/// Runs `command` (a server that listens on `port`) and waits until it answers PING;
+/// `None` if it exited (a port was taken).
+pub fn spawn_command(mut command: Command, port: u16) -> Option<Child> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("redis-server is installed (apt-get install redis-server)");
+        .unwrap_or_else(|e| panic!("{program} is installed (apt-get install {program}): {e}"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if child.try_wait().expect("redis-server status").is_some() {
+        if child.try_wait().expect("server status").is_some() {
             return None;
         }
         if ping(port) {
             return Some(child);
         }
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not answer PING"
-        );
+        assert!(Instant::now() < deadline, "{program} did not answer PING");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A command's reply from the server at `url`; `None` if it cannot be had.
+pub fn query<T: redis::FromRedisValue>(url: &str, command: &[&[u8]]) -> Option<T> {
+    let client = redis::Client::open(url).ok()?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    redis::Cmd::new().arg(command).query(&mut connection).ok()
 }
 
 fn ping(port: u16) -> bool {
