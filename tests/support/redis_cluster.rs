@@ -34,13 +34,25 @@ impl RedisCluster {
                 nodes: Vec::new(),
             };
         }
+        Self::start_with(masters, replicas, &[], None)
+    }
+
+    /// A new cluster of the test's own (whatever `REDIS_CLUSTER_URLS` says), its nodes
+    /// with `extra` settings, the first on `first_port` if given.
+    pub fn start_with(
+        masters: usize,
+        replicas: usize,
+        extra: &[&str],
+        first_port: Option<u16>,
+    ) -> Self {
         let dir = temp_dir();
         let timeout = NODE_TIMEOUT_MS.to_string();
         let nodes: Vec<(u16, Child)> = (0..masters * (1 + replicas))
-            .map(|_| {
+            .map(|node| {
                 (0..5)
                     .find_map(|_| {
-                        let (port, bus) = (free_port(), free_port());
+                        let port = first_port.filter(|_| node == 0).unwrap_or_else(free_port);
+                        let bus = free_port();
                         let config = format!("nodes-{port}.conf");
                         let settings = [
                             "--cluster-enabled",
@@ -52,6 +64,7 @@ impl RedisCluster {
                             "--cluster-node-timeout",
                             &timeout,
                         ];
+                        let settings = [&settings[..], extra].concat();
                         spawn(port, &dir, &settings).map(|child| (port, child))
                     })
                     .expect("could not start a cluster node")
