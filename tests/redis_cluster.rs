@@ -419,7 +419,7 @@ async fn a_split_key_is_refused_and_never_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_master_opens_only_its_own_breaker() {
     let _alone = ALONE.lock().await;
-    let no_full_coverage = ["--cluster-require-full-coverage", "no"];
+    let no_full_coverage = || vec!["--cluster-require-full-coverage".into(), "no".into()];
     let mut cluster = RedisCluster::start_with(3, 0, &no_full_coverage, None);
     let store = RedisStore::cluster_builder(cluster.urls())
         .prefix(&unique_prefix("breakers"))
@@ -500,7 +500,7 @@ async fn a_lazy_store_connects_when_the_cluster_comes_up() {
     assert_eq!(error.unwrap_err().kind(), StoreErrorKind::Unavailable);
     assert!(started.elapsed() < Duration::from_millis(100));
 
-    let _cluster = RedisCluster::start_with(3, 0, &[], Some(port));
+    let _cluster = RedisCluster::start_with(3, 0, &Vec::new, Some(port));
     let up = Instant::now();
     let decision = loop {
         if let Ok(decision) = store.apply(&"key", Change::Charge(1), &policy).await {

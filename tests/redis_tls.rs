@@ -177,3 +177,36 @@ async fn a_missing_ca_file_is_misconfigured() {
     assert_eq!(error.kind(), StoreErrorKind::Misconfigured);
     assert!(error.to_string().contains("/nonexistent/ca.crt"), "{error}");
 }
+
+/// A Redis Cluster over TLS (clients and the cluster bus): 3 stores on 3 masters admit
+/// exactly the burst of every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls() {
+    let certificates = Certificates::generate();
+    let (cluster, urls) = support::tls::tls_cluster(&certificates);
+    let prefix = unique_prefix("tls-cluster");
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        let store = RedisStore::cluster_builder(&urls)
+            .prefix(&prefix)
+            .deadline(DEADLINE)
+            .tls_ca(certificates.path("ca.crt"))
+            .connect()
+            .await
+            .expect("a cluster over TLS");
+        stores.push(store);
+    }
+    let mut masters = std::collections::HashSet::new();
+    for key in 0..12 {
+        let mut admitted = 0;
+        for round in 0..6 {
+            let store = &stores[round % 3];
+            let name = format!("key{key}");
+            let decision = store.apply(&name, Change::Charge(1), &policy()).await;
+            admitted += usize::from(decision.expect("a decision over TLS").is_allowed());
+            masters.insert(cluster.master_of(&store.storage_key(&name, &policy(), 0)));
+        }
+        assert_eq!(admitted, 3, "key{key}");
+    }
+    assert_eq!(masters.len(), 3, "keys on every master");
+}

@@ -34,15 +34,15 @@ impl RedisCluster {
                 nodes: Vec::new(),
             };
         }
-        Self::start_with(masters, replicas, &[], None)
+        Self::start_with(masters, replicas, &Vec::new, None)
     }
 
-    /// A new cluster of the test's own (whatever `REDIS_CLUSTER_URLS` says), its nodes
-    /// with `extra` settings, the first on `first_port` if given.
+    /// A new cluster of the test's own (whatever `REDIS_CLUSTER_URLS` says), each node
+    /// with the settings `extra` makes for it, the first on `first_port` if given.
     pub fn start_with(
         masters: usize,
         replicas: usize,
-        extra: &[&str],
+        extra: &dyn Fn() -> Vec<String>,
         first_port: Option<u16>,
     ) -> Self {
         let dir = temp_dir();
@@ -64,7 +64,9 @@ impl RedisCluster {
                             "--cluster-node-timeout",
                             &timeout,
                         ];
-                        let settings = [&settings[..], extra].concat();
+                        let extra = extra();
+                        let extra = extra.iter().map(String::as_str);
+                        let settings: Vec<&str> = settings.into_iter().chain(extra).collect();
                         spawn(port, &dir, &settings).map(|child| (port, child))
                     })
                     .expect("could not start a cluster node")
@@ -78,7 +80,7 @@ impl RedisCluster {
             dir: Some(dir),
             nodes,
         };
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(
                 cluster
@@ -89,8 +91,20 @@ impl RedisCluster {
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
+            .spawn()
             .expect("redis-cli is installed (apt-get install redis-tools)");
+        // It waits for the nodes to agree, forever if they never do.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let created = loop {
+            if let Some(status) = create.try_wait().expect("redis-cli status") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = create.kill();
+                panic!("redis-cli --cluster create did not finish within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert!(created.success(), "redis-cli --cluster create failed");
         cluster.wait_until_healthy();
         cluster

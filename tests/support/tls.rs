@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use super::redis_server::{free_port, temp_dir, RedisServer};
 
 /// In a temporary directory, removed on drop: `ca.crt`, which signed `server.crt` (for
-/// 127.0.0.1 and localhost) and `client.crt` (client authentication), their `.key`s, and
+/// 127.0.0.1 and localhost, server and client authentication) and `client.crt` (client
+/// authentication), their `.key`s, and
 /// `other-ca.crt`, a CA that signed nothing here.
 pub struct Certificates {
     dir: PathBuf,
@@ -21,10 +22,32 @@ impl Certificates {
         certificates.request("other-ca", "crt", &ca);
         certificates.signed(
             "server",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+            // Cluster nodes present it to each other as clients too.
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth",
         );
         certificates.signed("client", "extendedKeyUsage=clientAuth");
         certificates
+    }
+
+    /// A TLS server's settings with these certificates (all but its port).
+    pub fn server_settings(&self, auth: ClientAuth) -> Vec<String> {
+        let file = |name: &str| self.path(name).display().to_string();
+        let auth = match auth {
+            ClientAuth::No => "no",
+            ClientAuth::Required => "yes",
+        };
+        [
+            "--tls-cert-file",
+            &file("server.crt"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.crt"),
+            "--tls-auth-clients",
+            auth,
+        ]
+        .map(str::to_owned)
+        .into()
     }
 
     /// The file `name` (`ca.crt`, `client.key`...).
@@ -110,23 +133,8 @@ pub struct TlsServer {
 impl TlsServer {
     pub fn start(certificates: &Certificates, auth: ClientAuth) -> Self {
         let tls_port = free_port();
-        let file = |name: &str| certificates.path(name).display().to_string();
-        let settings = [
-            "--tls-port".to_owned(),
-            tls_port.to_string(),
-            "--tls-cert-file".to_owned(),
-            file("server.crt"),
-            "--tls-key-file".to_owned(),
-            file("server.key"),
-            "--tls-ca-cert-file".to_owned(),
-            file("ca.crt"),
-            "--tls-auth-clients".to_owned(),
-            match auth {
-                ClientAuth::No => "no",
-                ClientAuth::Required => "yes",
-            }
-            .to_owned(),
-        ];
+        let mut settings = vec!["--tls-port".to_owned(), tls_port.to_string()];
+        settings.extend(certificates.server_settings(auth));
         Self {
             server: RedisServer::start_with(&settings),
             tls_port,
@@ -150,4 +158,30 @@ impl TlsServer {
 /// `path`'s contents.
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read a certificate")
+}
+
+/// A cluster whose nodes speak TLS to clients and to each other (each also listens in
+/// plain TCP, for the test's own setup), and the nodes' `rediss://` URLs.
+#[cfg(feature = "redis-cluster")]
+pub fn tls_cluster(
+    certificates: &Certificates,
+) -> (super::redis_cluster::RedisCluster, Vec<String>) {
+    let settings = || {
+        let mut settings = vec!["--tls-port".to_owned(), free_port().to_string()];
+        settings.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned));
+        settings.extend(certificates.server_settings(ClientAuth::No));
+        settings
+    };
+    let cluster = super::redis_cluster::RedisCluster::start_with(3, 0, &settings, None);
+    let urls = cluster
+        .urls()
+        .iter()
+        .map(|url| {
+            let port: Vec<String> =
+                super::redis_server::query(url, &[b"CONFIG", b"GET", b"tls-port"])
+                    .expect("tls-port");
+            format!("rediss://127.0.0.1:{}", port[1])
+        })
+        .collect();
+    (cluster, urls)
 }
