@@ -96,10 +96,13 @@ use crate::Policies;
 /// is deleted by hand, keys stay denied locally until their bound has passed. On by
 /// default; see [`RedisStoreBuilder::deny_cache`].
 ///
-/// # Redis Cluster
+/// # Redis Cluster, Sentinel, TLS
 ///
 /// With feature `redis-cluster`, `RedisStore::cluster` runs the same store on a Redis
-/// Cluster; its documentation says how calls are routed and what a failover may admit.
+/// Cluster, and with `redis-sentinel`, `RedisStore::sentinel` on the master Redis Sentinel
+/// names; their documentation says how calls are routed and what a failover may admit.
+/// With `redis-tls`, `rediss://` URLs use TLS (`RedisStoreBuilder::tls_ca`,
+/// `tls_client_cert`; an ACL user and password go in the URL).
 ///
 /// # Example
 ///
@@ -144,7 +147,8 @@ impl RedisStore {
         Self::builder(url).connect().await
     }
 
-    /// Settings for a store on the Redis at `url` (`redis://[:password@]host[:port][/db]`).
+    /// Settings for a store on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`,
+    /// or `rediss://` for TLS with feature `redis-tls`).
     pub fn builder(url: &str) -> RedisStoreBuilder {
         RedisStoreBuilder::new(Target::Single(url.to_owned()))
     }
