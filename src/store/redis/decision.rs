@@ -69,10 +69,7 @@ where
         let Some(pass) = breaker.pass(sent) else {
             return RedisDecision::ready(Err(StoreError::new(
                 StoreErrorKind::CircuitOpen,
-                format!(
-                    "circuit open: {} failed repeatedly, retrying shortly",
-                    breaker.what()
-                ),
+                "circuit open: Redis failed repeatedly, retrying shortly",
             )));
         };
         let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
