@@ -1,12 +1,13 @@
 //! `RedisStore` over TLS (`rediss://`) to a `redis-server` of the test's own, on
 //! certificates the test makes: decisions and deny-cache invalidations over TLS, a server
 //! certificate from an unknown CA refused with an error naming TLS, mutual TLS with and
-//! without a client certificate, and an ACL user.
+//! without a client certificate, an ACL user, a Cluster and Sentinel over TLS.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use support::redis_sentinel::{Sentinels, MASTER};
 use support::redis_server::unique_prefix;
 use support::tls::{read, Certificates, ClientAuth, TlsServer};
 use tower_ratelimit::store::{
@@ -209,4 +210,22 @@ async fn a_cluster_over_tls() {
         assert_eq!(admitted, 3, "key{key}");
     }
     assert_eq!(masters.len(), 3, "keys on every master");
+}
+
+/// Sentinel over TLS: sentinels, master and replica speak TLS to clients and to each
+/// other; the store asks the sentinels (`rediss://` URLs) and decides on the master over
+/// TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls() {
+    let certificates = Certificates::generate();
+    let settings = certificates.server_settings(ClientAuth::No);
+    let sentinels = Sentinels::start_with(Some(settings));
+    let store = RedisStore::sentinel_builder(sentinels.urls(), MASTER)
+        .prefix(&unique_prefix("tls-sentinel"))
+        .deadline(DEADLINE)
+        .tls_ca(certificates.path("ca.crt"))
+        .connect()
+        .await
+        .expect("Sentinel over TLS");
+    admits_the_burst(&store, "user").await;
 }

@@ -131,3 +131,25 @@ impl RedisStoreBuilder {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_bytes() {
+        let key = Pem::from(b"-----BEGIN PRIVATE KEY-----\nsecret".as_slice());
+        assert_eq!(format!("{key:?}"), "Bytes(34 bytes)");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_misconfigured() {
+        let error = Pem::from(Path::new("/nonexistent/ca.crt")).read("CA");
+        let error = error.unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Misconfigured);
+        assert!(
+            error.to_string().contains("TLS CA /nonexistent/ca.crt"),
+            "{error}"
+        );
+    }
+}
