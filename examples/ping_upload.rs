@@ -6,8 +6,10 @@
 //!     [--limit N --period-secs S --burst B]
 //!     [--algorithm token-bucket|leaky-bucket|fixed-window|sliding-window]
 //!     [--key ip|global|header:NAME] [--max-delay-ms MS]
-//!     [--redis URL] [--redis-cluster URL,URL] [--on-redis-error open|closed|local]
-//!     [--stats] [--max-keys N]
+//!     [--redis URL] [--redis-cluster URL,URL]
+//!     [--redis-sentinel URL,URL --redis-master NAME]
+//!     [--redis-ca FILE] [--redis-cert FILE --redis-key FILE]
+//!     [--on-redis-error open|closed|local] [--stats] [--max-keys N]
 //! ```
 //!
 //! By default each client IP may send 1 request per second, in bursts of up to 5. Try it:
@@ -20,8 +22,11 @@
 //! `--algorithm leaky-bucket --max-delay-ms MS` shapes instead of rejecting: requests wait
 //! up to MS for their slot. `--redis URL` (with `--features redis`) shares the limit with
 //! every instance on that Redis, `--redis-cluster URL,URL` (with `--features
-//! redis-cluster`) with every instance on that Redis Cluster; `--on-redis-error` says what
-//! happens while it is down.
+//! redis-cluster`) with every instance on that Redis Cluster, `--redis-sentinel URL,URL
+//! --redis-master NAME` (with `--features redis-sentinel`) on the master those sentinels
+//! name; `--on-redis-error` says what happens while it is down. With `--features
+//! redis-tls`, `rediss://` URLs use TLS: `--redis-ca FILE` trusts that CA, `--redis-cert
+//! FILE --redis-key FILE` presents a client certificate.
 
 mod support;
 
@@ -59,7 +64,23 @@ struct Args {
     /// Queue requests for up to this long instead of rejecting them (leaky bucket).
     #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     max_delay_ms: Option<u64>,
-    /// Keep the state in the Redis server at this URL.
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// What to do when Redis fails: allow, reject with 503, or decide in-process.
+    #[arg(long, value_enum, default_value_t = OnRedisError::Local)]
+    on_redis_error: OnRedisError,
+    /// Print a summary line of the decisions every second.
+    #[arg(long)]
+    stats: bool,
+    /// The most states the in-process store keeps (default 1 048 576).
+    #[arg(long, value_name = "N")]
+    max_keys: Option<usize>,
+}
+
+/// Where the state is kept in Redis, and how to reach it.
+#[derive(clap::Args)]
+struct RedisArgs {
+    /// Keep the state in the Redis server at this URL (`rediss://` for TLS).
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// Keep the state in the Redis Cluster with these nodes.
@@ -70,15 +91,34 @@ struct Args {
         conflicts_with = "redis"
     )]
     redis_cluster: Vec<String>,
-    /// What to do when Redis fails: allow, reject with 503, or decide in-process.
-    #[arg(long, value_enum, default_value_t = OnRedisError::Local)]
-    on_redis_error: OnRedisError,
-    /// Print a summary line of the decisions every second.
-    #[arg(long)]
-    stats: bool,
-    /// The most states the in-process store keeps (default 1 048 576).
-    #[arg(long, value_name = "N")]
-    max_keys: Option<usize>,
+    /// Keep the state on the master these sentinels name (with `--redis-master`).
+    #[arg(
+        long,
+        value_name = "URL,URL",
+        value_delimiter = ',',
+        conflicts_with_all = ["redis", "redis_cluster"],
+        requires = "redis_master"
+    )]
+    redis_sentinel: Vec<String>,
+    /// The master's name at the sentinels.
+    #[arg(long, value_name = "NAME", requires = "redis_sentinel")]
+    redis_master: Option<String>,
+    /// Trust Redis certificates signed by this CA (PEM) on `rediss://` URLs.
+    #[arg(long, value_name = "FILE")]
+    redis_ca: Option<std::path::PathBuf>,
+    /// Present this certificate (PEM) to Redis (mutual TLS), with `--redis-key`.
+    #[arg(long, value_name = "FILE", requires = "redis_key")]
+    redis_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `--redis-cert`.
+    #[arg(long, value_name = "FILE", requires = "redis_cert")]
+    redis_key: Option<std::path::PathBuf>,
+}
+
+impl RedisArgs {
+    /// Whether any Redis was asked for.
+    fn any(&self) -> bool {
+        self.redis.is_some() || !self.redis_cluster.is_empty() || !self.redis_sentinel.is_empty()
+    }
 }
 
 /// Decisions counted by outcome, for `--stats`.
@@ -223,44 +263,87 @@ async fn main() -> std::io::Result<()> {
             PolicyError::Quota(error) => fail(quota_flag(error), error),
             other => fail("--algorithm", other),
         });
-    if !args.redis_cluster.is_empty() {
-        let store = redis_cluster_store(&args.redis_cluster).await;
+    if args.redis.any() {
+        let store = redis_store(&args.redis).await;
         return serve(args, policy, store).await;
     }
-    match args.redis.clone() {
-        None => {
-            let store = MemoryStore::new().max_keys(args.max_keys.unwrap_or(1 << 20));
-            serve(args, policy, store).await
-        }
-        Some(url) => serve(args, policy, redis_store(&url).await).await,
-    }
+    let store = MemoryStore::new().max_keys(args.max_keys.unwrap_or(1 << 20));
+    serve(args, policy, store).await
 }
 
+/// The store the Redis flags describe, connected; exits naming the flag if it cannot be.
 #[cfg(feature = "redis")]
-async fn redis_store(url: &str) -> tower_ratelimit::store::RedisStore {
-    tower_ratelimit::store::RedisStore::connect(url)
+async fn redis_store(redis: &RedisArgs) -> tower_ratelimit::store::RedisStore {
+    let (flag, builder) = redis_builder(redis);
+    with_tls(builder, redis)
+        .connect()
         .await
-        .unwrap_or_else(|error| fail("--redis", error))
+        .unwrap_or_else(|error| fail(flag, error))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_store(_: &str) -> MemoryStore<Vec<u8>> {
+async fn redis_store(_: &RedisArgs) -> MemoryStore<Vec<u8>> {
     fail("--redis", "run the example with `--features redis`")
 }
 
-#[cfg(feature = "redis-cluster")]
-async fn redis_cluster_store(nodes: &[String]) -> tower_ratelimit::store::RedisStore {
-    tower_ratelimit::store::RedisStore::cluster(nodes)
-        .await
-        .unwrap_or_else(|error| fail("--redis-cluster", error))
+/// The settings for the Redis the flags name, and the flag that named it.
+#[cfg(feature = "redis")]
+fn redis_builder(redis: &RedisArgs) -> (&'static str, tower_ratelimit::store::RedisStoreBuilder) {
+    use tower_ratelimit::store::RedisStore;
+    if !redis.redis_sentinel.is_empty() {
+        #[cfg(feature = "redis-sentinel")]
+        return (
+            "--redis-sentinel",
+            RedisStore::sentinel_builder(
+                &redis.redis_sentinel,
+                redis.redis_master.as_deref().unwrap_or_default(),
+            ),
+        );
+        #[cfg(not(feature = "redis-sentinel"))]
+        fail(
+            "--redis-sentinel",
+            "run the example with `--features redis-sentinel`",
+        );
+    }
+    if !redis.redis_cluster.is_empty() {
+        #[cfg(feature = "redis-cluster")]
+        return (
+            "--redis-cluster",
+            RedisStore::cluster_builder(&redis.redis_cluster),
+        );
+        #[cfg(not(feature = "redis-cluster"))]
+        fail(
+            "--redis-cluster",
+            "run the example with `--features redis-cluster`",
+        );
+    }
+    let url = redis.redis.as_deref().unwrap_or_default();
+    ("--redis", RedisStore::builder(url))
 }
 
-#[cfg(not(feature = "redis-cluster"))]
-async fn redis_cluster_store(_: &[String]) -> MemoryStore<Vec<u8>> {
-    fail(
-        "--redis-cluster",
-        "run the example with `--features redis-cluster`",
-    )
+#[cfg(feature = "redis-tls")]
+fn with_tls(
+    mut builder: tower_ratelimit::store::RedisStoreBuilder,
+    redis: &RedisArgs,
+) -> tower_ratelimit::store::RedisStoreBuilder {
+    if let Some(ca) = &redis.redis_ca {
+        builder = builder.tls_ca(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&redis.redis_cert, &redis.redis_key) {
+        builder = builder.tls_client_cert(cert.clone(), key.clone());
+    }
+    builder
+}
+
+#[cfg(all(feature = "redis", not(feature = "redis-tls")))]
+fn with_tls(
+    builder: tower_ratelimit::store::RedisStoreBuilder,
+    redis: &RedisArgs,
+) -> tower_ratelimit::store::RedisStoreBuilder {
+    if redis.redis_ca.is_some() || redis.redis_cert.is_some() {
+        fail("--redis-ca", "run the example with `--features redis-tls`");
+    }
+    builder
 }
 
 /// Serves the demo routes behind the limiter, with state in `store`.

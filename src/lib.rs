@@ -62,7 +62,8 @@
 //!
 //! [`store::MemoryStore`] decides in process with one compare-and-swap and bounded memory.
 //! With feature `redis`, `store::RedisStore` shares one exact limit between app servers
-//! (with `redis-cluster`, on a Redis Cluster too); while it fails, the layer's
+//! (with `redis-cluster` on a Redis Cluster, with `redis-sentinel` through Sentinel,
+//! with `redis-tls` over TLS); while it fails, the layer's
 //! [`FailurePolicy`] applies.
 //!
 //! # Where it goes
@@ -87,6 +88,10 @@
 //!   which `tonic::transport::Server` puts in every request.
 //! * `redis`: `store::RedisStore`, one limit shared by many app servers through Redis.
 //! * `redis-cluster`: `RedisStore::cluster`, the same store on a Redis Cluster.
+//! * `redis-sentinel`: `RedisStore::sentinel`, the same store on the master Redis Sentinel
+//!   names.
+//! * `redis-tls`: `rediss://` URLs (TLS through rustls and its `ring` provider) for every
+//!   Redis store, with `RedisStoreBuilder::tls_ca` and `tls_client_cert`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 

@@ -81,7 +81,7 @@ pub(crate) struct Metrics {
     /// By source: store, fallback, unavailable.
     latency: [metrics::Histogram; 3],
     /// Store failures by kind, in the order of `StoreErrorKind::ALL`.
-    errors: [metrics::Counter; 7],
+    errors: [metrics::Counter; crate::store::StoreErrorKind::ALL.len()],
 }
 
 #[cfg(feature = "metrics")]

@@ -26,6 +26,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use self::redis::Pem;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisDecision, RedisKey, RedisStore, RedisStoreBuilder};
@@ -133,12 +136,18 @@ pub enum StoreErrorKind {
     /// The store is out of memory (Redis answered `OOM`: `maxmemory` reached under
     /// `noeviction`).
     OutOfMemory,
+    /// A Redis Cluster refused the call without running it: `CLUSTERDOWN`, the key's slot
+    /// is not served (a master is down and not yet replaced).
+    ClusterDown,
+    /// A Redis Cluster refused the call without running it: `TRYAGAIN`, the key's Redis
+    /// keys are split between two masters by a resharding under way.
+    Resharding,
 }
 
 impl StoreErrorKind {
     /// Every kind, in their declaration order.
     #[cfg(feature = "metrics")]
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Timeout,
         Self::CircuitOpen,
         Self::Overloaded,
@@ -146,10 +155,13 @@ impl StoreErrorKind {
         Self::Misconfigured,
         Self::InvalidChange,
         Self::OutOfMemory,
+        Self::ClusterDown,
+        Self::Resharding,
     ];
 
     /// A label for logs and metrics: `timeout`, `circuit_open`, `overloaded`,
-    /// `unavailable`, `misconfigured`, `invalid_change` or `out_of_memory`.
+    /// `unavailable`, `misconfigured`, `invalid_change`, `out_of_memory`, `cluster_down` or
+    /// `resharding`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
@@ -159,6 +171,8 @@ impl StoreErrorKind {
             Self::Misconfigured => "misconfigured",
             Self::InvalidChange => "invalid_change",
             Self::OutOfMemory => "out_of_memory",
+            Self::ClusterDown => "cluster_down",
+            Self::Resharding => "resharding",
         }
     }
 }

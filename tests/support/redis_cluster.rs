@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::redis_server::{free_port, spawn, temp_dir};
+use super::redis_server::{free_port, query, spawn, temp_dir};
 
 /// A node's address as the cluster announces it.
 const HOST: &str = "127.0.0.1";
@@ -34,13 +34,25 @@ impl RedisCluster {
                 nodes: Vec::new(),
             };
         }
+        Self::start_with(masters, replicas, &Vec::new, None)
+    }
+
+    /// A new cluster of the test's own (whatever `REDIS_CLUSTER_URLS` says), each node
+    /// with the settings `extra` makes for it, the first on `first_port` if given.
+    pub fn start_with(
+        masters: usize,
+        replicas: usize,
+        extra: &dyn Fn() -> Vec<String>,
+        first_port: Option<u16>,
+    ) -> Self {
         let dir = temp_dir();
         let timeout = NODE_TIMEOUT_MS.to_string();
         let nodes: Vec<(u16, Child)> = (0..masters * (1 + replicas))
-            .map(|_| {
+            .map(|node| {
                 (0..5)
                     .find_map(|_| {
-                        let (port, bus) = (free_port(), free_port());
+                        let port = first_port.filter(|_| node == 0).unwrap_or_else(free_port);
+                        let bus = free_port();
                         let config = format!("nodes-{port}.conf");
                         let settings = [
                             "--cluster-enabled",
@@ -52,6 +64,9 @@ impl RedisCluster {
                             "--cluster-node-timeout",
                             &timeout,
                         ];
+                        let extra = extra();
+                        let extra = extra.iter().map(String::as_str);
+                        let settings: Vec<&str> = settings.into_iter().chain(extra).collect();
                         spawn(port, &dir, &settings).map(|child| (port, child))
                     })
                     .expect("could not start a cluster node")
@@ -65,7 +80,7 @@ impl RedisCluster {
             dir: Some(dir),
             nodes,
         };
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(
                 cluster
@@ -76,8 +91,20 @@ impl RedisCluster {
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
+            .spawn()
             .expect("redis-cli is installed (apt-get install redis-tools)");
+        // It waits for the nodes to agree, forever if they never do.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let created = loop {
+            if let Some(status) = create.try_wait().expect("redis-cli status") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = create.kill();
+                panic!("redis-cli --cluster create did not finish within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert!(created.success(), "redis-cli --cluster create failed");
         cluster.wait_until_healthy();
         cluster
@@ -180,15 +207,6 @@ impl RedisCluster {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-/// A command's reply from the node at `url`; `None` if it cannot be had.
-fn query<T: redis::FromRedisValue>(url: &str, command: &[&[u8]]) -> Option<T> {
-    let client = redis::Client::open(url).ok()?;
-    let mut connection = client
-        .get_connection_with_timeout(Duration::from_secs(1))
-        .ok()?;
-    redis::Cmd::new().arg(command).query(&mut connection).ok()
 }
 
 impl Drop for RedisCluster {

@@ -12,6 +12,8 @@ pub struct RedisServer {
     url: String,
     port: u16,
     dir: Option<PathBuf>,
+    /// Settings beyond the defaults of `spawn`.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -23,9 +25,15 @@ impl RedisServer {
                 url,
                 port: 0,
                 dir: None,
+                extra: Vec::new(),
                 child: None,
             };
         }
+        Self::start_with(&[])
+    }
+
+    /// A new server of this test's own (whatever `REDIS_URL` says) with `extra` settings.
+    pub fn start_with(extra: &[String]) -> Self {
         let dir = temp_dir();
         for _ in 0..5 {
             let port = free_port();
@@ -33,6 +41,7 @@ impl RedisServer {
                 url: format!("redis://127.0.0.1:{port}"),
                 port,
                 dir: Some(dir.clone()),
+                extra: extra.to_vec(),
                 child: None,
             };
             if server.spawn() {
@@ -84,7 +93,8 @@ impl RedisServer {
     /// Starts redis-server; false if it exited (its port was taken).
     fn spawn(&mut self) -> bool {
         let dir = self.dir.as_ref().expect("an owned server");
-        self.child = spawn(self.port, dir, &[]);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = spawn(self.port, dir, &extra);
         self.child.is_some()
     }
 }
@@ -112,30 +122,45 @@ pub fn free_port() -> u16 {
 /// Starts redis-server on `port` without persistence, with files in `dir` and `extra`
 /// settings, and waits until it answers PING; `None` if it exited (a port was taken).
 pub fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Option<Child> {
-    let mut child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir)
-        .args(extra)
+        .args(extra);
+    spawn_command(command, port)
+}
+
+/// Runs `command` (a server that listens on `port`) and waits until it answers PING;
+/// `None` if it exited (a port was taken).
+pub fn spawn_command(mut command: Command, port: u16) -> Option<Child> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("redis-server is installed (apt-get install redis-server)");
+        .unwrap_or_else(|e| panic!("{program} is installed (apt-get install {program}): {e}"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if child.try_wait().expect("redis-server status").is_some() {
+        if child.try_wait().expect("server status").is_some() {
             return None;
         }
         if ping(port) {
             return Some(child);
         }
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not answer PING"
-        );
+        assert!(Instant::now() < deadline, "{program} did not answer PING");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A command's reply from the server at `url`; `None` if it cannot be had.
+pub fn query<T: redis::FromRedisValue>(url: &str, command: &[&[u8]]) -> Option<T> {
+    let client = redis::Client::open(url).ok()?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    redis::Cmd::new().arg(command).query(&mut connection).ok()
 }
 
 fn ping(port: u16) -> bool {

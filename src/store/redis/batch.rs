@@ -139,7 +139,8 @@ async fn drive(shared: Arc<Shared>, lane: Vec<u8>, mut batch: Vec<Entry>) {
 /// breaker, counted by it as one call.
 async fn call(shared: &Shared, batch: &[Entry], deadline: Instant) -> Result<Vec<u64>, StoreError> {
     let sent = shared.clock.now_nanos();
-    let Some(pass) = shared.breaker.pass(sent) else {
+    // A lane's keys share one hash tag, so one master.
+    let Some(pass) = shared.breakers.for_key(&batch[0].keys[0]).pass(sent) else {
         return Err(circuit_open());
     };
     let give_up = deadline - MARGIN.min(shared.deadline / 2);
@@ -152,20 +153,36 @@ async fn call(shared: &Shared, batch: &[Entry], deadline: Instant) -> Result<Vec
         }
         Ok(Err(error)) => {
             pass.record(false, done);
-            let kind = match error.code() {
-                Some("OOM") => StoreErrorKind::OutOfMemory,
-                _ => StoreErrorKind::Unavailable,
-            };
-            Err(StoreError::new(kind, "Redis failed").with_source(error))
+            shared.connection.failed();
+            Err(failure(error))
         }
         Err(_) => {
             pass.record(false, done);
+            shared.connection.failed();
             Err(StoreError::new(
                 StoreErrorKind::Timeout,
                 format!("Redis did not answer within {:?}", shared.deadline),
             ))
         }
     }
+}
+
+/// A script call's failure, by kind.
+fn failure(error: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind::Server, ServerErrorKind};
+    let (kind, message) = match error.kind() {
+        _ if error.code() == Some("OOM") => (StoreErrorKind::OutOfMemory, "Redis is out of memory"),
+        Server(ServerErrorKind::ClusterDown) => (
+            StoreErrorKind::ClusterDown,
+            "the Redis Cluster does not serve this key's slot (CLUSTERDOWN)",
+        ),
+        Server(ServerErrorKind::TryAgain) => (
+            StoreErrorKind::Resharding,
+            "the Redis Cluster is moving this key's slot (TRYAGAIN)",
+        ),
+        _ => (StoreErrorKind::Unavailable, "Redis failed"),
+    };
+    StoreError::new(kind, message).with_source(error)
 }
 
 /// The error of a change refused while the breaker is open.

@@ -1,14 +1,21 @@
-//! [`Breaker`]: a circuit breaker, so a dead Redis costs nothing per request.
+//! [`Breaker`]: a circuit breaker, so a dead Redis costs nothing per request; [`Breakers`],
+//! one for the store or (on a Redis Cluster) one per master.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+
+use super::connection::Connection;
+#[cfg(feature = "redis-cluster")]
+use super::masters::MasterBreakers;
 
 /// Closed while calls succeed. After `threshold` failures in a row it opens: calls fail at
 /// once for `cool_down`. Then it is half-open: one call (the probe) goes through; its
 /// success closes the breaker, its failure opens it for another `cool_down`.
 #[derive(Debug)]
 pub(super) struct Breaker {
+    /// What fails, for the logs: `Redis`, or a cluster's `Redis master <host:port>`.
+    what: String,
     threshold: u32,
     cool_down: u64,
     failures: AtomicU32,
@@ -25,8 +32,9 @@ pub(super) struct Pass {
 }
 
 impl Breaker {
-    pub(super) fn new(threshold: u32, cool_down: Duration) -> Self {
+    pub(super) fn new(threshold: u32, cool_down: Duration, what: String) -> Self {
         Self {
+            what,
             threshold: threshold.max(1),
             cool_down: cool_down.as_nanos() as u64,
             failures: AtomicU32::new(0),
@@ -54,6 +62,11 @@ impl Breaker {
         now < self.open_until.load(Relaxed)
     }
 
+    /// What fails when it opens.
+    pub(super) fn what(&self) -> &str {
+        &self.what
+    }
+
     fn open(&self, now: u64) {
         self.open_until
             .store((now + self.cool_down).max(1), Relaxed);
@@ -67,7 +80,10 @@ impl Pass {
         if ok {
             breaker.failures.store(0, Relaxed);
             if breaker.open_until.swap(0, Relaxed) != 0 {
-                tracing::warn!("Redis answers again; the rate limiter uses it again");
+                tracing::warn!(
+                    server = breaker.what,
+                    "Redis answers again; the rate limiter uses it again"
+                );
             }
         } else if self.probe {
             breaker.open(now);
@@ -76,6 +92,7 @@ impl Pass {
             if failures == breaker.threshold {
                 breaker.open(now);
                 tracing::warn!(
+                    server = breaker.what,
                     failures,
                     cool_down = ?Duration::from_nanos(breaker.cool_down),
                     "Redis keeps failing; circuit open, the rate limiter stops calling it for now"
@@ -94,6 +111,42 @@ impl Drop for Pass {
     }
 }
 
+/// The breakers of a store: one, or one per master of a Redis Cluster.
+#[derive(Debug)]
+pub(super) enum Breakers {
+    One(Arc<Breaker>),
+    #[cfg(feature = "redis-cluster")]
+    PerMaster(super::masters::MasterBreakers),
+}
+
+impl Breakers {
+    /// The breakers for calls over `connection` (needs a Tokio runtime).
+    pub(super) fn new(connection: &Connection, threshold: u32, cool_down: Duration) -> Self {
+        match connection {
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(cluster) => {
+                let masters = MasterBreakers::start(cluster.clone(), threshold, cool_down);
+                Self::PerMaster(masters)
+            }
+            _ => Self::One(Arc::new(Breaker::new(
+                threshold,
+                cool_down,
+                "Redis".to_owned(),
+            ))),
+        }
+    }
+
+    /// The breaker for a call on the Redis key `key`.
+    #[cfg_attr(not(feature = "redis-cluster"), allow(unused_variables))]
+    pub(super) fn for_key(&self, key: &[u8]) -> Arc<Breaker> {
+        match self {
+            Self::One(breaker) => Arc::clone(breaker),
+            #[cfg(feature = "redis-cluster")]
+            Self::PerMaster(masters) => masters.for_key(key),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,7 +155,7 @@ mod tests {
 
     #[test]
     fn opens_after_consecutive_failures_and_probes_once() {
-        let breaker = Arc::new(Breaker::new(3, Duration::from_millis(100)));
+        let breaker = Arc::new(Breaker::new(3, Duration::from_millis(100), "Redis".into()));
         for _ in 0..2 {
             breaker.pass(0).unwrap().record(false, 0);
         }
@@ -126,7 +179,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_lets_another_try() {
-        let breaker = Arc::new(Breaker::new(1, Duration::from_millis(1)));
+        let breaker = Arc::new(Breaker::new(1, Duration::from_millis(1), "Redis".into()));
         breaker.pass(0).unwrap().record(false, 0);
         drop(breaker.pass(2 * MS).unwrap());
         assert!(breaker.pass(2 * MS).is_some());

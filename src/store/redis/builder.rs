@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::batch::Batcher;
-use super::breaker::Breaker;
+use super::breaker::Breakers;
+use super::clients::Clients;
 use super::connection::{Connection, Target};
 use super::deny_cache::DenyCaches;
 use super::heartbeat::Heartbeat;
@@ -28,6 +29,8 @@ pub struct RedisStoreBuilder {
     deny_cache_capacity: Option<usize>,
     connect_timeout: Duration,
     heartbeat: Duration,
+    #[cfg(feature = "redis-tls")]
+    pub(super) tls: super::tls::Tls,
 }
 
 impl RedisStoreBuilder {
@@ -44,6 +47,8 @@ impl RedisStoreBuilder {
             deny_cache_capacity: Some(65_536),
             connect_timeout: Duration::from_secs(1),
             heartbeat: Duration::from_secs(1),
+            #[cfg(feature = "redis-tls")]
+            tls: super::tls::Tls::default(),
         }
     }
 
@@ -117,11 +122,11 @@ impl RedisStoreBuilder {
     /// Redis cannot be reached, refuses the script, or accepts the connection and never
     /// answers.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let failed = |e: redis::RedisError| {
-            StoreError::new(StoreErrorKind::Unavailable, "cannot use Redis").with_source(e)
-        };
+        let clients = self.clients()?;
+        let failed = |e: redis::RedisError| self.failed(e);
         let connecting = async {
-            let mut connection = self.target.connect(self.deadline).await.map_err(failed)?;
+            let connection = self.target.connect(&clients, self.deadline).await;
+            let mut connection = connection.map_err(failed)?;
             let sha: String = redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(SCRIPT)
@@ -165,8 +170,10 @@ impl RedisStoreBuilder {
     /// while Redis is down: its decisions fail (and the layer's
     /// [`FailurePolicy`](crate::FailurePolicy) applies) until Redis answers. The
     /// connection is made on the first decision and remade as needed; the script is sent
-    /// with the first call. Needs a Tokio runtime. Fails only for an invalid URL, or for a
-    /// [cluster](RedisStore::cluster_builder), whose slot map must be read first.
+    /// with the first call; a [cluster](RedisStore::cluster_builder) is connected in the
+    /// background, trying again every 200 ms until a node answers. Needs a Tokio runtime.
+    /// Fails only for an invalid URL or TLS setting, or for
+    /// [Sentinel](RedisStore::sentinel_builder), which must be asked for the master first.
     ///
     /// ```
     /// use tower_ratelimit::store::RedisStore;
@@ -178,12 +185,35 @@ impl RedisStoreBuilder {
     /// # Ok(()) }
     /// ```
     pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
-        let connection = self.target.connect_lazily(self.deadline);
+        let clients = self.clients()?;
+        let connection = self.target.connect_lazily(&clients, self.deadline);
         let connection = connection.map_err(|e| {
             StoreError::new(StoreErrorKind::Misconfigured, "cannot use Redis").with_source(e)
         })?;
         let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
         Ok(self.build(connection, sha, None))
+    }
+
+    /// How the store's clients are made: with the TLS certificates, read.
+    fn clients(&self) -> Result<Clients, StoreError> {
+        Ok(Clients {
+            #[cfg(feature = "redis-tls")]
+            certificates: self.tls.certificates()?,
+        })
+    }
+
+    /// A failure to connect: a bad setting, no answer in time, or Redis unavailable.
+    fn failed(&self, error: redis::RedisError) -> StoreError {
+        let kind = match error.kind() {
+            redis::ErrorKind::InvalidClientConfig => StoreErrorKind::Misconfigured,
+            _ if error.is_timeout() => StoreErrorKind::Timeout,
+            _ => StoreErrorKind::Unavailable,
+        };
+        let message = match self.target.tls() {
+            true => "cannot use Redis over TLS",
+            false => "cannot use Redis",
+        };
+        StoreError::new(kind, message).with_source(error)
     }
 
     /// The store, its deny caches listening for invalidations (needs a Tokio runtime).
@@ -198,8 +228,9 @@ impl RedisStoreBuilder {
             .deny_cache_capacity
             .map(|capacity| Arc::new(DenyCaches::new(capacity)));
         let listener = deny_caches.as_ref().map(|caches| {
-            invalidation::listen(self.target.urls(), channel.clone(), Arc::clone(caches))
+            invalidation::listen(connection.clone(), channel.clone(), Arc::clone(caches))
         });
+        let breakers = Breakers::new(&connection, self.breaker_failures, self.breaker_cool_down);
         let heartbeat = Heartbeat::start(connection.clone(), &self.prefix, self.heartbeat);
         RedisStore {
             shared: Arc::new(Shared {
@@ -208,8 +239,8 @@ impl RedisStoreBuilder {
                 prefix: self.prefix,
                 deadline: self.deadline,
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
-                breaker: Arc::new(Breaker::new(self.breaker_failures, self.breaker_cool_down)),
-                batcher: Batcher::new(self.max_batch, !matches!(self.target, Target::Single(_))),
+                breakers,
+                batcher: Batcher::new(self.max_batch, self.target.is_cluster()),
                 deny_caches,
                 channel,
                 listener,

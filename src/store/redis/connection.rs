@@ -1,19 +1,18 @@
 //! The connection a [`RedisStore`](super::RedisStore) calls its scripts through: one Redis
-//! server, or (feature `redis-cluster`) a Redis Cluster.
+//! server, (feature `redis-cluster`) a Redis Cluster, or (feature `redis-sentinel`) the
+//! master that Redis Sentinel names.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+use super::clients::Clients;
 #[cfg(feature = "redis-cluster")]
-use {
-    super::{RedisStore, RedisStoreBuilder},
-    crate::store::StoreError,
-    redis::cluster::ClusterClient,
-    redis::cluster_async::ClusterConnection,
-    redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
-    redis::{ErrorKind, ServerErrorKind},
-};
+use super::cluster::Cluster;
+#[cfg(feature = "redis-sentinel")]
+use super::sentinel::Master;
 
 /// Where a store's Redis is.
 #[derive(Clone, Debug)]
@@ -23,66 +22,119 @@ pub(super) enum Target {
     /// A cluster, found through these nodes.
     #[cfg(feature = "redis-cluster")]
     Cluster(Vec<String>),
+    /// The master named `master`, found through these sentinels.
+    #[cfg(feature = "redis-sentinel")]
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
 }
 
 /// Multiplexed (one connection per server, pipelining concurrent calls) and reconnecting
-/// on its own. Commands are routed by their key on a cluster.
+/// on its own. Commands are routed by their key on a cluster, and follow the master
+/// through Sentinel.
 #[derive(Clone)]
 pub(super) enum Connection {
-    Single(ConnectionManager),
+    Single {
+        manager: ConnectionManager,
+        /// For subscriptions (shared: the connection is cloned for every call).
+        client: Arc<Client>,
+    },
     #[cfg(feature = "redis-cluster")]
-    Cluster(ClusterConnection),
+    Cluster(Cluster),
+    #[cfg(feature = "redis-sentinel")]
+    Sentinel(Master),
 }
 
 impl Target {
-    /// The servers' URLs: the one server, or the cluster nodes given.
-    pub(super) fn urls(&self) -> Vec<String> {
+    /// Whether this is a Redis Cluster, whose script calls must keep to one slot.
+    pub(super) fn is_cluster(&self) -> bool {
         match self {
-            Self::Single(url) => vec![url.clone()],
             #[cfg(feature = "redis-cluster")]
-            Self::Cluster(nodes) => nodes.clone(),
+            Self::Cluster(_) => true,
+            _ => false,
         }
     }
 
     /// Connects, for a store whose decisions last at most `deadline`.
-    pub(super) async fn connect(&self, deadline: Duration) -> RedisResult<Connection> {
+    pub(super) async fn connect(
+        &self,
+        clients: &Clients,
+        deadline: Duration,
+    ) -> RedisResult<Connection> {
         match self {
             Self::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
-                let config = manager_config(deadline);
-                let manager = ConnectionManager::new_with_config(client, config).await?;
-                Ok(Connection::Single(manager))
+                let client = clients.open(url.as_str())?;
+                let manager = manager(client.clone(), deadline).await?;
+                let client = Arc::new(client);
+                Ok(Connection::Single { manager, client })
             }
             #[cfg(feature = "redis-cluster")]
-            Self::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(CONNECTION_TIMEOUT)
-                    .response_timeout(response_timeout(deadline))
-                    // The client would send a call again after its connection failed,
-                    // when Redis may have run it already; see `redirected`.
-                    .retries(0)
-                    .build()?;
-                Ok(Connection::Cluster(client.get_async_connection().await?))
+            Self::Cluster(nodes) => Cluster::connect(nodes, clients, deadline)
+                .await
+                .map(Connection::Cluster),
+            #[cfg(feature = "redis-sentinel")]
+            Self::Sentinel { sentinels, master } => {
+                Master::connect(sentinels, master, clients, deadline)
+                    .await
+                    .map(Connection::Sentinel)
             }
         }
     }
 
-    /// A connection made on its first call, for a store that must not wait for Redis.
-    pub(super) fn connect_lazily(&self, deadline: Duration) -> RedisResult<Connection> {
+    /// A connection made on its first call (or, for a cluster, as soon as a node answers),
+    /// for a store that must not wait for Redis.
+    pub(super) fn connect_lazily(
+        &self,
+        clients: &Clients,
+        deadline: Duration,
+    ) -> RedisResult<Connection> {
         match self {
             Self::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = clients.open(url.as_str())?;
                 let config = manager_config(deadline);
-                let manager = ConnectionManager::new_lazy_with_config(client, config)?;
-                Ok(Connection::Single(manager))
+                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+                let client = Arc::new(client);
+                Ok(Connection::Single { manager, client })
             }
             #[cfg(feature = "redis-cluster")]
-            Self::Cluster(_) => Err(redis::RedisError::from((
-                ErrorKind::Client,
-                "a cluster store needs the cluster's slot map: connect, not lazily",
+            Self::Cluster(nodes) => {
+                Cluster::connect_lazily(nodes, clients, deadline).map(Connection::Cluster)
+            }
+            #[cfg(feature = "redis-sentinel")]
+            Self::Sentinel { .. } => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a Sentinel store must ask the sentinels for the master: connect, not lazily",
             ))),
         }
     }
+
+    /// Whether the connections use TLS (`rediss://`).
+    pub(super) fn tls(&self) -> bool {
+        let urls = match self {
+            Self::Single(url) => std::slice::from_ref(url),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(nodes) => nodes,
+            #[cfg(feature = "redis-sentinel")]
+            Self::Sentinel { sentinels, .. } => sentinels,
+        };
+        urls.iter().any(|url| url.starts_with("rediss:"))
+    }
+}
+
+/// A connection manager on `client`, connected. Its own first connection is tried again
+/// and again until the connect timeout, hiding why it failed; so one plain connection is
+/// made first, whose failure says why (refused, TLS, password).
+pub(super) async fn manager(client: Client, deadline: Duration) -> RedisResult<ConnectionManager> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(response_timeout(deadline)));
+    drop(
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?,
+    );
+    ConnectionManager::new_with_config(client, manager_config(deadline)).await
 }
 
 /// One server's connection: reconnection attempts at most 200 ms apart, so a restarted
@@ -96,19 +148,45 @@ fn manager_config(deadline: Duration) -> ConnectionManagerConfig {
 }
 
 /// How long to wait for a connection to a node.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The client's own response timeout: a backstop behind the store's deadline.
-fn response_timeout(deadline: Duration) -> Duration {
+pub(super) fn response_timeout(deadline: Duration) -> Duration {
     deadline.max(Duration::from_millis(500))
+}
+
+impl Connection {
+    /// A client to subscribe with, on attempt `attempt` (counting from 0): the server, each
+    /// node of a cluster in turn, or the current master.
+    #[cfg_attr(not(feature = "redis-cluster"), allow(unused_variables))]
+    pub(super) fn subscriber(&self, attempt: usize) -> Client {
+        match self {
+            Self::Single { client, .. } => Client::clone(client),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(cluster) => cluster.node(attempt),
+            #[cfg(feature = "redis-sentinel")]
+            Self::Sentinel(master) => master.client(),
+        }
+    }
+
+    /// Tells the connection that a call failed or timed out: through Sentinel, it asks the
+    /// sentinels at once whether the master has changed.
+    pub(super) fn failed(&self) {
+        #[cfg(feature = "redis-sentinel")]
+        if let Self::Sentinel(master) = self {
+            master.check();
+        }
+    }
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Single { manager, .. } => manager.req_packed_command(cmd),
             #[cfg(feature = "redis-cluster")]
-            Self::Cluster(connection) => Box::pin(redirected(connection, cmd)),
+            Self::Cluster(cluster) => cluster.req_packed_command(cmd),
+            #[cfg(feature = "redis-sentinel")]
+            Self::Sentinel(master) => master.req_packed_command(cmd),
         }
     }
 
@@ -119,100 +197,21 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Single { manager, .. } => manager.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "redis-cluster")]
-            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "redis-sentinel")]
+            Self::Sentinel(master) => master.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Single(connection) => connection.get_db(),
+            Self::Single { manager, .. } => manager.get_db(),
             #[cfg(feature = "redis-cluster")]
-            Self::Cluster(connection) => connection.get_db(),
+            Self::Cluster(_) => 0,
+            #[cfg(feature = "redis-sentinel")]
+            Self::Sentinel(master) => master.get_db(),
         }
-    }
-}
-
-/// Sends `cmd` to the node serving its key, following one `MOVED` or `ASK` redirection:
-/// the node refused the call without running it, so sending it where the cluster says
-/// cannot count it twice (after `ASKING`, for a slot being migrated). Nothing else is sent
-/// again.
-#[cfg(feature = "redis-cluster")]
-async fn redirected(connection: &mut ClusterConnection, cmd: &Cmd) -> RedisResult<Value> {
-    let error = match connection.req_packed_command(cmd).await {
-        Err(error) => error,
-        reply => return reply,
-    };
-    let node = error.redirect_node().and_then(|(node, _slot)| {
-        let (host, port) = node.rsplit_once(':')?;
-        Some(SingleNodeRoutingInfo::ByAddress {
-            host: host.to_owned(),
-            port: port.parse().ok()?,
-        })
-    });
-    match node {
-        None => Err(error),
-        Some(node) if error.kind() == ErrorKind::Server(ServerErrorKind::Ask) => {
-            let mut asking = redis::pipe();
-            asking.cmd("ASKING").add_command(cmd.clone());
-            let mut replies = connection.route_pipeline(asking, 1, 1, node).await?;
-            Ok(replies.pop().unwrap_or(Value::Nil))
-        }
-        Some(node) => {
-            connection
-                .route_command(cmd.clone(), RoutingInfo::SingleNode(node))
-                .await
-        }
-    }
-}
-
-#[cfg(feature = "redis-cluster")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
-impl RedisStore {
-    /// Connects to a Redis Cluster with the default settings; see
-    /// [`RedisStore::cluster_builder`].
-    pub async fn cluster<I, S>(nodes: I) -> Result<Self, StoreError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        Self::cluster_builder(nodes).connect().await
-    }
-
-    /// Settings for a store on the Redis Cluster that `nodes` belong to (URLs as for
-    /// [`RedisStore::builder`], without a database number; one reachable node is enough
-    /// to find the others).
-    ///
-    /// A decision is one script call on the Redis keys of one key, one per policy, all
-    /// hash-tagged `{<key>}`: it runs on the master serving that slot, and keys spread
-    /// over the masters. The store keeps one multiplexed connection per node, reads the
-    /// slot map again when a node redirects a call and reconnects to nodes whose
-    /// connection failed, so a promoted replica is used without a restart. A `MOVED` or
-    /// `ASK` redirection is followed once (the node refused the call without running it);
-    /// any other failure fails the decision, as on one server: deadline, circuit breaker
-    /// (one for the whole cluster) and the layer's failure policy. The script is loaded on
-    /// every node at connect; a node that does not know it (a replica promoted since, a
-    /// `SCRIPT FLUSH`) gets it once with `EVAL`.
-    ///
-    /// # Failover
-    ///
-    /// When a master dies, decisions on its slots fail until the cluster has promoted its
-    /// replica, about `cluster-node-timeout` plus one to two seconds; with
-    /// `cluster-require-full-coverage yes` (Redis's default) the other masters refuse
-    /// calls too, from when the dead one is marked failed until the promotion. Meanwhile
-    /// the layer's [`FailurePolicy`](crate::FailurePolicy) applies. Redis replicates
-    /// asynchronously, so the writes the dead master acknowledged but had not yet sent to
-    /// its replica are lost with it. Across a failover a key may therefore be admitted up
-    /// to its burst, plus what it was charged during the master's last replication lag
-    /// (on a healthy link, well under a millisecond of traffic), plus what `FallbackLocal`
-    /// admits during the outage (the fallback quota, per app server).
-    pub fn cluster_builder<I, S>(nodes: I) -> RedisStoreBuilder
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let nodes = nodes.into_iter().map(|node| node.as_ref().to_owned());
-        RedisStoreBuilder::new(Target::Cluster(nodes.collect()))
     }
 }

@@ -59,8 +59,17 @@ where
                 });
             }
         }
-        // A dead Redis costs nothing per request: refused here while the breaker is open.
-        if shared.breaker.is_open(sent) {
+        let storage_keys: Vec<Vec<u8>> = policies
+            .iter()
+            .map(|policy| {
+                let namespace = policies.namespace();
+                key::storage_key(&shared.prefix, namespace, key, policy.fingerprint())
+            })
+            .collect();
+        // A dead Redis (or master) costs nothing per request: refused here while its
+        // breaker is open.
+        let breaker = shared.breakers.for_key(&storage_keys[0]);
+        if breaker.is_open(sent) {
             return RedisDecision::ready(Err(batch::circuit_open()));
         }
         let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
@@ -69,13 +78,6 @@ where
                 "too many Redis calls in flight",
             )));
         };
-        let storage_keys: Vec<Vec<u8>> = policies
-            .iter()
-            .map(|policy| {
-                let namespace = policies.namespace();
-                key::storage_key(&shared.prefix, namespace, key, policy.fingerprint())
-            })
-            .collect();
         let name = gcra.map(|_| name_hash(&storage_keys[0]));
         let deadline = tokio::time::Instant::now() + shared.deadline;
         let (entry, reply) = Entry::new(storage_keys, limits.clone(), change, deadline);

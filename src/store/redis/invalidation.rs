@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use tokio::task::JoinHandle;
 
+use super::connection::Connection;
 use super::deny_cache::{name_hash, DenyCaches};
 
 /// The pause before listening again after the connection was lost.
@@ -34,16 +35,16 @@ pub(super) fn channel(prefix: &str) -> String {
     format!("{prefix}:invalidate")
 }
 
-/// Listens on `channel` of the first node of `urls` that answers (any node of a cluster
-/// hears every publication), moving on to the next when the connection drops. Each new
+/// Listens on `channel` through `connection`'s subscriber (any node of a cluster hears
+/// every publication), moving on to the next when the connection drops. Each new
 /// subscription clears the caches, since invalidations may have been missed meanwhile.
 /// Needs a Tokio runtime.
-pub(super) fn listen(urls: Vec<String>, channel: String, caches: Arc<DenyCaches>) -> Listener {
+pub(super) fn listen(connection: Connection, channel: String, caches: Arc<DenyCaches>) -> Listener {
     let (subscribed, first) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let mut subscribed = Some(subscribed);
-        for url in urls.iter().cycle() {
-            if let Ok(mut pubsub) = subscribe(url, &channel).await {
+        for attempt in 0.. {
+            if let Ok(mut pubsub) = subscribe(connection.subscriber(attempt), &channel).await {
                 caches.clear();
                 if let Some(subscribed) = subscribed.take() {
                     let _ = subscribed.send(());
@@ -72,8 +73,7 @@ impl Listener {
     }
 }
 
-async fn subscribe(url: &str, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url)?;
+async fn subscribe(client: redis::Client, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
     let connect = client.get_async_pubsub();
     let timeout = |e| redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, e));
     let mut pubsub = tokio::time::timeout(FIRST_SUBSCRIPTION, connect)

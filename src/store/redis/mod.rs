@@ -3,13 +3,22 @@
 mod batch;
 mod breaker;
 mod builder;
+mod clients;
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod connection;
 mod decision;
 mod deny_cache;
 mod heartbeat;
 mod invalidation;
 mod key;
+#[cfg(feature = "redis-cluster")]
+mod masters;
 mod script;
+#[cfg(feature = "redis-sentinel")]
+mod sentinel;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use std::fmt;
 use std::hash::Hash;
@@ -19,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use self::batch::Batcher;
-use self::breaker::Breaker;
+use self::breaker::Breakers;
 pub use self::builder::RedisStoreBuilder;
 use self::connection::{Connection, Target};
 pub use self::decision::RedisDecision;
@@ -27,6 +36,8 @@ use self::deny_cache::{DenyCache, DenyCaches};
 use self::heartbeat::Heartbeat;
 use self::invalidation::Listener;
 pub use self::key::RedisKey;
+#[cfg(feature = "redis-tls")]
+pub use self::tls::Pem;
 use super::StoreError;
 use crate::clock::MonotonicClock;
 use crate::Policies;
@@ -97,10 +108,13 @@ use crate::Policies;
 /// is deleted by hand, keys stay denied locally until their bound has passed. On by
 /// default; see [`RedisStoreBuilder::deny_cache`].
 ///
-/// # Redis Cluster
+/// # Redis Cluster, Sentinel, TLS
 ///
 /// With feature `redis-cluster`, `RedisStore::cluster` runs the same store on a Redis
-/// Cluster; its documentation says how calls are routed and what a failover may admit.
+/// Cluster, and with `redis-sentinel`, `RedisStore::sentinel` on the master Redis Sentinel
+/// names; their documentation says how calls are routed and what a failover may admit.
+/// With `redis-tls`, `rediss://` URLs use TLS (`RedisStoreBuilder::tls_ca`,
+/// `tls_client_cert`; an ACL user and password go in the URL).
 ///
 /// # Example
 ///
@@ -125,7 +139,7 @@ struct Shared {
     prefix: String,
     deadline: Duration,
     in_flight: Arc<Semaphore>,
-    breaker: Arc<Breaker>,
+    breakers: Breakers,
     /// Groups the changes that arrive while calls are under way.
     batcher: Batcher,
     /// `None` when turned off.
@@ -147,7 +161,8 @@ impl RedisStore {
         Self::builder(url).connect().await
     }
 
-    /// Settings for a store on the Redis at `url` (`redis://[:password@]host[:port][/db]`).
+    /// Settings for a store on the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`,
+    /// or `rediss://` for TLS with feature `redis-tls`).
     pub fn builder(url: &str) -> RedisStoreBuilder {
         RedisStoreBuilder::new(Target::Single(url.to_owned()))
     }
@@ -201,7 +216,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &shared.prefix)
             .field("deadline", &shared.deadline)
             .field("in_flight", &(shared.in_flight.available_permits()))
-            .field("breaker", &shared.breaker)
+            .field("breakers", &shared.breakers)
             .field("deny_cache", &shared.deny_caches.is_some())
             .finish_non_exhaustive()
     }
