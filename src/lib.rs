@@ -118,7 +118,7 @@ pub use failure::FailurePolicy;
 pub use future::ResponseFuture;
 pub use headers::RateLimitHeaders;
 pub use layer::RateLimitLayer;
-pub use limiter::{Check, Limiter, LimiterBuilder, WaitError};
+pub use limiter::{Check, Limiter, LimiterBuilder, QuotaChangeError, WaitError};
 pub use observe::{DecisionEvent, DecisionSource};
 pub use policy::{Policies, Policy, PolicyError};
 pub use quota::{Quota, QuotaError};

@@ -8,6 +8,7 @@ mod deny_cache;
 mod heartbeat;
 mod invalidation;
 mod key;
+mod quotas;
 mod script;
 
 use std::fmt;
@@ -25,7 +26,7 @@ use self::deny_cache::{DenyCache, DenyCaches};
 use self::heartbeat::Heartbeat;
 use self::invalidation::Listener;
 pub use self::key::RedisKey;
-use super::StoreError;
+use super::{QuotaBoard, StoreError};
 use crate::clock::MonotonicClock;
 use crate::Policies;
 
@@ -116,10 +117,14 @@ struct Shared {
     breaker: Arc<Breaker>,
     /// `None` when turned off.
     deny_caches: Option<Arc<DenyCaches>>,
-    /// Where resets and refunds announce the keys they changed.
+    /// Where resets and refunds announce the keys they changed, and quota changes the
+    /// name of the quotas' hash.
     channel: String,
-    /// Listens on `channel` while the deny cache is on.
-    listener: Option<Listener>,
+    /// Listens on `channel`.
+    listener: Listener,
+    /// The quotas changed at run time, as last read from the hash at `quotas_key`.
+    quotas: QuotaBoard,
+    quotas_key: String,
     /// Redis's `maxmemory-policy` as read when connecting, if it could be.
     maxmemory_policy: Option<String>,
     /// Counts the app servers sharing the prefix.
