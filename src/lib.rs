@@ -87,9 +87,14 @@
 //!   which `tonic::transport::Server` puts in every request.
 //! * `redis`: `store::RedisStore`, one limit shared by many app servers through Redis.
 //! * `redis-cluster`: `RedisStore::cluster`, the same store on a Redis Cluster.
+//! * `admin`: `admin::Admin`, an axum router for operators: inspect, reset, refund and
+//!   block keys, change quotas at run time, live statistics and a dashboard.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod algorithm;
 mod body;
 pub mod clock;
