@@ -305,15 +305,17 @@ where
     }
 }
 
-/// Logs an action on a key.
-fn log_key<K>(operator: &Operator, action: &str, shown: &Shown<K>, detail: &str) {
+/// Logs an action on a key: who, from where, the key (hashed, raw only if asked) and the
+/// change, if any.
+fn log_key<K>(operator: &Operator, action: &str, shown: &Shown<K>, change: Option<&str>) {
     tracing::info!(
         who = %operator.who,
-        peer = ?operator.peer,
+        peer = operator.peer.map(tracing::field::display),
         action,
         key_hash = %shown.hash,
         key = shown.raw.as_deref(),
-        "admin: {action} {detail}"
+        change,
+        "admin: {action}"
     );
 }
 
@@ -369,7 +371,7 @@ where
     let who = &operator.who;
     match limiter.set_quota(&name, quota).await {
         Ok(policy) => {
-            tracing::info!(%who, peer = ?operator.peer, action = "set_quota", policy = name, ?from, to = ?policy.quota(), "admin: quota changed");
+            tracing::info!(%who, peer = operator.peer.map(tracing::field::display), action = "set_quota", policy = name, ?from, to = ?policy.quota(), "admin: quota changed");
             let own = limiter
                 .policies()
                 .iter()
@@ -378,7 +380,7 @@ where
             Ok(Json(PolicyJson::of(&policy, own)))
         }
         Err(error) => {
-            tracing::info!(%who, peer = ?operator.peer, action = "set_quota", policy = name, to = ?quota, "admin: quota change refused: {error}");
+            tracing::info!(%who, peer = operator.peer.map(tracing::field::display), action = "set_quota", policy = name, to = ?quota, "admin: quota change refused: {error}");
             Err(error.into())
         }
     }
@@ -394,7 +396,7 @@ where
     S: Store<K>,
 {
     let own = admin.limiter.restore_quota(&name).await?;
-    tracing::info!(who = %operator.who, peer = ?operator.peer, action = "restore_quota", policy = name, to = ?own.quota(), "admin: quota restored");
+    tracing::info!(who = %operator.who, peer = operator.peer.map(tracing::field::display), action = "restore_quota", policy = name, to = ?own.quota(), "admin: quota restored");
     Ok(Json(PolicyJson::of(&own, &own)))
 }
 
@@ -410,7 +412,7 @@ where
     let Query(target) = target?;
     let shown = admin.key(&target)?;
     let decisions = admin.limiter.peek(&shown.key).await?;
-    log_key(&operator, "inspect", &shown, "");
+    log_key(&operator, "inspect", &shown, None);
     Ok(Json(admin.key_json(shown, &decisions)))
 }
 
@@ -426,7 +428,7 @@ where
     let Json(target) = body?;
     let shown = admin.key(&target)?;
     let decisions = admin.limiter.reset(&shown.key).await?;
-    log_key(&operator, "reset", &shown, "");
+    log_key(&operator, "reset", &shown, None);
     Ok(Json(admin.key_json(shown, &decisions)))
 }
 
@@ -456,7 +458,7 @@ where
         &operator,
         "refund",
         &shown,
-        &format!("{} units", body.units),
+        Some(&format!("{} units", body.units)),
     );
     Ok(Json(admin.key_json(shown, &decisions)))
 }
@@ -490,7 +492,12 @@ where
         })?;
     let shown = admin.key(&body.target)?;
     let decisions = admin.limiter.block(&shown.key, duration).await?;
-    log_key(&operator, "block", &shown, &format!("for {duration:?}"));
+    log_key(
+        &operator,
+        "block",
+        &shown,
+        Some(&format!("for {duration:?}")),
+    );
     Ok(Json(admin.key_json(shown, &decisions)))
 }
 
@@ -585,7 +592,7 @@ where
     S: Store<K>,
 {
     let Query(Raw { raw }) = raw?;
-    tracing::info!(who = %operator.who, peer = ?operator.peer, raw, "admin: statistics stream opened");
+    tracing::info!(who = %operator.who, peer = operator.peer.map(tracing::field::display), raw, "admin: statistics stream opened");
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     Ok(Sse::new(Ticks {
