@@ -5,7 +5,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use http::{Request, Response};
 use tower::{Layer, ServiceExt};
@@ -166,6 +165,8 @@ async fn a_store_that_shares_no_quotas_refuses_changes() {
 
 #[cfg(feature = "redis")]
 mod redis {
+    use std::time::Duration;
+
     use super::*;
     use support::redis_server::{unique_prefix, RedisServer};
     use tower_ratelimit::store::RedisStore;
