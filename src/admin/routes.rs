@@ -116,9 +116,7 @@ impl From<QueryRejection> for Refusal {
 impl From<StoreError> for Refusal {
     fn from(error: StoreError) -> Self {
         let status = match error.kind() {
-            StoreErrorKind::InvalidChange | StoreErrorKind::Misconfigured => {
-                StatusCode::BAD_REQUEST
-            }
+            StoreErrorKind::InvalidChange => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         Refusal(status, error.to_string())
@@ -129,6 +127,10 @@ impl From<QuotaChangeError> for Refusal {
     fn from(error: QuotaChangeError) -> Self {
         match error {
             QuotaChangeError::UnknownPolicy(_) => Refusal(StatusCode::NOT_FOUND, error.to_string()),
+            // The store cannot enforce that quota.
+            QuotaChangeError::Store(error) if error.kind() == StoreErrorKind::Misconfigured => {
+                bad_request(error.to_string())
+            }
             QuotaChangeError::Store(error) => error.into(),
             error => bad_request(error.to_string()),
         }

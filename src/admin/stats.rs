@@ -129,10 +129,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> Stats<K> {
     /// [`LimiterBuilder::on_decision`](crate::LimiterBuilder::on_decision) or
     /// [`RateLimitLayer::on_decision`](crate::RateLimitLayer::on_decision). Call
     /// [`record`](Self::record) from a hook of your own to feed them as well.
-    pub fn observer(&self) -> impl Fn(&DecisionEvent<'_, K>) + Send + Sync + 'static
-    where
-        K: Sync,
-    {
+    pub fn observer(&self) -> impl Fn(&DecisionEvent<'_, K>) + Send + Sync + 'static {
         let stats = self.clone();
         move |event| stats.record(event)
     }
