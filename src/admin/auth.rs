@@ -12,7 +12,7 @@ use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::routes::problem;
+use super::answers::problem;
 use crate::throttle::Throttle;
 
 /// The shortest token accepted, in bytes.

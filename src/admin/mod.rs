@@ -51,6 +51,7 @@
 //! policy, a malformed key, a negative, zero or over-100-year block, an invalid quota) is a
 //! `400` or `404` with an `application/problem+json` body that says why.
 
+mod answers;
 mod auth;
 mod keys;
 mod routes;

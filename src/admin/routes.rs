@@ -8,19 +8,22 @@ use std::time::Duration;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
 
+use super::answers::{
+    bad_request, BlockJson, KeyJson, KeyPolicyJson, PoliciesJson, PolicyJson, QuotaJson, Raw,
+    RefundJson, Refusal, RowJson, StatsJson, Target, TopJson,
+};
 use super::auth::Operator;
 use super::keys::{AdminKey, KeyHasher};
 use super::stats::{Stats, MINUTES};
 use crate::observe::OUTCOMES;
-use crate::store::{Store, StoreError, StoreErrorKind, MAX_BLOCK};
-use crate::{Algorithm, Decisions, Limiter, Outcome, Policy, Quota, QuotaChangeError};
+use crate::store::{Store, MAX_BLOCK};
+use crate::{Decisions, Limiter, Outcome};
 
 /// The dashboard: one page, its script inline, nothing fetched from elsewhere.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -66,182 +69,11 @@ where
         .with_state(console)
 }
 
-/// An answer that is not the one asked for: a status and why, as `application/problem+json`.
-#[derive(Debug)]
-pub(crate) struct Refusal(StatusCode, String);
-
-#[derive(Serialize)]
-struct Problem {
-    title: &'static str,
-    status: u16,
-    detail: String,
-}
-
-/// `status` with `detail`, as `application/problem+json` (RFC 9457).
-pub(crate) fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
-    let body = Problem {
-        title: status.canonical_reason().unwrap_or("Error"),
-        status: status.as_u16(),
-        detail: detail.into(),
-    };
-    let headers = [
-        (CONTENT_TYPE, "application/problem+json"),
-        (CACHE_CONTROL, "no-store"),
-    ];
-    (status, headers, Json(body)).into_response()
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        problem(self.0, self.1)
-    }
-}
-
-fn bad_request(detail: impl Into<String>) -> Refusal {
-    Refusal(StatusCode::BAD_REQUEST, detail.into())
-}
-
-impl From<JsonRejection> for Refusal {
-    fn from(rejection: JsonRejection) -> Self {
-        bad_request(rejection.body_text())
-    }
-}
-
-impl From<QueryRejection> for Refusal {
-    fn from(rejection: QueryRejection) -> Self {
-        bad_request(rejection.body_text())
-    }
-}
-
-impl From<StoreError> for Refusal {
-    fn from(error: StoreError) -> Self {
-        let status = match error.kind() {
-            StoreErrorKind::InvalidChange => StatusCode::BAD_REQUEST,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        Refusal(status, error.to_string())
-    }
-}
-
-impl From<QuotaChangeError> for Refusal {
-    fn from(error: QuotaChangeError) -> Self {
-        match error {
-            QuotaChangeError::UnknownPolicy(_) => Refusal(StatusCode::NOT_FOUND, error.to_string()),
-            // The store cannot enforce that quota.
-            QuotaChangeError::Store(error) if error.kind() == StoreErrorKind::Misconfigured => {
-                bad_request(error.to_string())
-            }
-            QuotaChangeError::Store(error) => error.into(),
-            error => bad_request(error.to_string()),
-        }
-    }
-}
-
-/// A quota, as answered and as read: `period_secs` absent (or null) for a fixed quota.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QuotaJson {
-    limit: u64,
-    #[serde(default)]
-    period_secs: Option<f64>,
-    #[serde(default)]
-    burst: Option<u64>,
-}
-
-impl QuotaJson {
-    fn of(quota: &Quota) -> Self {
-        Self {
-            limit: quota.limit(),
-            period_secs: quota.period().map(|period| period.as_secs_f64()),
-            burst: Some(quota.burst_size()),
-        }
-    }
-
-    fn quota(&self) -> Result<Quota, Refusal> {
-        let quota = match self.period_secs {
-            Some(secs) => Quota::per_secs_f64(self.limit, secs)
-                .map_err(|error| bad_request(format!("invalid quota: {error}")))?,
-            None => Quota::fixed(self.limit),
-        };
-        Ok(self.burst.map_or(quota, |burst| quota.burst(burst)))
-    }
-}
-
-#[derive(Serialize)]
-struct PolicyJson {
-    name: String,
-    algorithm: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_delay_secs: Option<f64>,
-    /// In force now.
-    quota: QuotaJson,
-    /// As the limiter was built.
-    built_with: QuotaJson,
-    changed: bool,
-}
-
-impl PolicyJson {
-    fn of(current: &Policy, own: &Policy) -> Self {
-        let (algorithm, max_delay) = match current.algorithm() {
-            Algorithm::TokenBucket => ("token_bucket", None),
-            Algorithm::LeakyBucket => ("leaky_bucket", None),
-            Algorithm::LeakyBucketShaper { max_delay } => ("leaky_bucket_shaper", Some(max_delay)),
-            Algorithm::FixedWindow => ("fixed_window", None),
-            Algorithm::SlidingWindow => ("sliding_window", None),
-        };
-        Self {
-            name: current.name().to_owned(),
-            algorithm,
-            max_delay_secs: max_delay.map(|delay| delay.as_secs_f64()),
-            quota: QuotaJson::of(current.quota()),
-            built_with: QuotaJson::of(own.quota()),
-            changed: current.quota() != own.quota(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct PoliciesJson {
-    namespace: String,
-    policies: Vec<PolicyJson>,
-}
-
-/// How a request names a key: as typed, or by the hash the answers show (for keys among
-/// the top denied), and whether answers and logs may show it raw.
-#[derive(Deserialize)]
-struct Target {
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    hash: Option<String>,
-    #[serde(default)]
-    raw: bool,
-}
-
 /// A key as answers and logs show it.
 struct Shown<K> {
     key: K,
     hash: String,
     raw: Option<String>,
-}
-
-#[derive(Serialize)]
-struct KeyJson {
-    hash: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-    policies: Vec<KeyPolicyJson>,
-}
-
-#[derive(Serialize)]
-struct KeyPolicyJson {
-    name: String,
-    limit: u64,
-    remaining: u64,
-    /// Until more quota comes back; absent for a quota that never refills.
-    reset_secs: Option<f64>,
-    /// How long the key stays blocked, if it is.
-    blocked_secs: Option<f64>,
 }
 
 impl<K, S> Console<K, S>
@@ -434,13 +266,6 @@ where
     Ok(Json(admin.key_json(shown, &decisions)))
 }
 
-#[derive(Deserialize)]
-struct RefundJson {
-    #[serde(flatten)]
-    target: Target,
-    units: u64,
-}
-
 async fn refund<K, S>(
     State(admin): Shared<K, S>,
     Extension(operator): Extension<Operator>,
@@ -463,13 +288,6 @@ where
         Some(&format!("{} units", body.units)),
     );
     Ok(Json(admin.key_json(shown, &decisions)))
-}
-
-#[derive(Deserialize)]
-struct BlockJson {
-    #[serde(flatten)]
-    target: Target,
-    seconds: f64,
 }
 
 async fn block<K, S>(
@@ -501,39 +319,6 @@ where
         Some(&format!("for {duration:?}")),
     );
     Ok(Json(admin.key_json(shown, &decisions)))
-}
-
-#[derive(Deserialize)]
-struct Raw {
-    #[serde(default)]
-    raw: bool,
-}
-
-#[derive(Serialize)]
-struct StatsJson {
-    /// Seconds since the statistics started.
-    second: u64,
-    outcomes: [&'static str; OUTCOMES.len()],
-    policies: Vec<RowJson>,
-    top_denied: Vec<TopJson>,
-    top_denied_minutes: u64,
-}
-
-#[derive(Serialize)]
-struct RowJson {
-    name: String,
-    totals: [u64; OUTCOMES.len()],
-    /// The last 60 complete seconds, oldest first.
-    per_second: Vec<[u64; OUTCOMES.len()]>,
-}
-
-#[derive(Serialize)]
-struct TopJson {
-    hash: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-    denied: u64,
-    at_least: u64,
 }
 
 impl<K, S> Console<K, S>
