@@ -4,7 +4,8 @@
 //! A [`Limiter`] is a [`store`] and its policies: [`check`](Limiter::check) a key
 //! (a user, a connection, a job), [`peek`](Limiter::peek), [`reset`](Limiter::reset),
 //! [`refund`](Limiter::refund), [`penalize`](Limiter::penalize), [`block`](Limiter::block)
-//! or wait [`until_ready`](Limiter::until_ready), with no HTTP anywhere:
+//! or wait [`until_ready`](Limiter::until_ready), and change a policy's quota while the
+//! program runs ([`set_quota`](Limiter::set_quota)), with no HTTP anywhere:
 //!
 //! ```
 //! use tower_ratelimit::{store::MemoryStore, Limiter, Quota};

@@ -350,10 +350,7 @@ where
     /// A management change, applied to the fallback store too.
     fn manage_under(&self, key: &K, change: Change, policies: Option<&Policies>) -> Check<K, S> {
         let inner = &*self.inner;
-        let changed = policies
-            .is_none()
-            .then(|| self.changed_policies())
-            .flatten();
+        let changed = policies.map_or_else(|| self.changed_policies(), |_| None);
         let policies = policies
             .or(changed.as_ref())
             .unwrap_or(&inner.config.policies);
