@@ -1,5 +1,5 @@
 //! The dashboard in a real headless browser (Debian's Chromium, driven by chromedriver),
-//! against the demo under load: the chart draws, its totals match the server's Prometheus
+//! opened with the token as the Basic password, against the demo under load: the chart draws, its totals match the server's Prometheus
 //! counters, and a block and a reset clicked on the page take effect. Skipped, saying why,
 //! when Chromium cannot start, except in CI (`CI` set), which installs it.
 #![cfg(all(feature = "admin", feature = "metrics"))]
@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::webdriver::Browser;
 
 const TOKEN: &str = "dashboard-token-0123456789";
@@ -185,9 +185,11 @@ async fn the_dashboard_draws_counts_and_acts_under_load() {
         )
     });
 
-    // The page, with the token on every request it makes.
-    browser.send_headers(json!({"Authorization": bearer})).await;
-    browser.goto(&format!("http://{admin}/admin")).await;
+    // The page, as an operator opens it: the token as the Basic password, which the
+    // browser then sends with every request of the page.
+    browser
+        .goto(&format!("http://operator:{TOKEN}@{admin}/admin"))
+        .await;
 
     // The chart draws both lines: the denials' near the top, the admissions' low.
     let chart = eventually("the chart draws the load", 30, || async {

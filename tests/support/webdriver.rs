@@ -1,5 +1,5 @@
 //! A headless browser for the dashboard test: Debian's Chromium driven by its chromedriver
-//! over WebDriver (plain HTTP and JSON), with chromedriver's door to the DevTools protocol.
+//! over WebDriver (plain HTTP and JSON).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -103,20 +103,6 @@ impl Browser {
         self.call(method, &path, body)
             .await
             .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
-    }
-
-    /// A DevTools protocol command.
-    pub async fn devtools(&self, command: &str, params: Value) -> Value {
-        let body = json!({"cmd": command, "params": params});
-        self.command(Method::POST, "/goog/cdp/execute", Some(body))
-            .await
-    }
-
-    /// Sends `headers` with every request the pages make.
-    pub async fn send_headers(&self, headers: Value) {
-        self.devtools("Network.enable", json!({})).await;
-        self.devtools("Network.setExtraHTTPHeaders", json!({"headers": headers}))
-            .await;
     }
 
     pub async fn goto(&self, url: &str) {
