@@ -301,6 +301,10 @@ async fn every_operation<S: Store<Key>>(store: S, other: Option<S>) {
         (StatusCode::OK, Some(3))
     );
     assert_eq!(ping(&app, "bob").await.1, r#""default";q=3;w=180"#);
+    // The quota it was built with, set again, is no change.
+    let same = json!({"limit": 1, "period_secs": 60, "burst": 3});
+    let (_, policy) = admin(&app, "PUT", "/api/policies/default/quota", Some(same)).await;
+    assert_eq!(policy["changed"], false, "{policy}");
 }
 
 #[tokio::test]

@@ -85,7 +85,7 @@ impl From<QuotaChangeError> for Refusal {
 }
 
 /// A quota, as answered and as read: `period_secs` absent (or null) for a fixed quota.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QuotaJson {
     pub(crate) limit: u64,
@@ -142,7 +142,7 @@ impl PolicyJson {
             max_delay_secs: max_delay.map(|delay| delay.as_secs_f64()),
             quota: QuotaJson::of(current.quota()),
             built_with: QuotaJson::of(own.quota()),
-            changed: current.quota() != own.quota(),
+            changed: QuotaJson::of(current.quota()) != QuotaJson::of(own.quota()),
         }
     }
 }

@@ -50,11 +50,6 @@ impl QuotaBoard {
         self.read(|quotas| quotas.get(&id).copied())
     }
 
-    /// Every change, by state identity.
-    pub fn changes(&self) -> HashMap<u64, Quota> {
-        self.read(HashMap::clone)
-    }
-
     /// Changes the quota of state `id` (`None`: back to each limiter's own); whether that
     /// changed anything.
     pub fn set(&self, id: u64, quota: Option<Quota>) -> bool {
