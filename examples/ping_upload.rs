@@ -10,6 +10,7 @@
 //!     [--redis-sentinel URL,URL --redis-master NAME]
 //!     [--redis-ca FILE] [--redis-cert FILE --redis-key FILE]
 //!     [--on-redis-error open|closed|local] [--stats] [--max-keys N]
+//!     [--metrics-addr ADDR] [--admin-addr ADDR --admin-token TOKEN]
 //! ```
 //!
 //! By default each client IP may send 1 request per second, in bursts of up to 5. Try it:
@@ -27,6 +28,12 @@
 //! name; `--on-redis-error` says what happens while it is down. With `--features
 //! redis-tls`, `rediss://` URLs use TLS: `--redis-ca FILE` trusts that CA, `--redis-cert
 //! FILE --redis-key FILE` presents a client certificate.
+//!
+//! `--metrics-addr ADDR` (with `--features metrics`) serves the decision counters for
+//! Prometheus at `http://ADDR/metrics`; `--admin-addr ADDR --admin-token TOKEN` (with
+//! `--features admin`) serves the admin API and the dashboard at `http://ADDR/admin`, for
+//! whoever presents the token (`Authorization: Bearer TOKEN`, or as the password a browser
+//! asks for).
 
 mod support;
 
@@ -49,7 +56,7 @@ use tower_ratelimit::{
 
 #[derive(Parser)]
 #[command(name = "ping_upload", about = "A rate-limited axum demo server")]
-struct Args {
+pub struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
@@ -75,6 +82,15 @@ struct Args {
     /// The most states the in-process store keeps (default 1 048 576).
     #[arg(long, value_name = "N")]
     max_keys: Option<usize>,
+    /// Serve the decision counters for Prometheus at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Serve the admin API and the dashboard at http://ADDR/admin.
+    #[arg(long, value_name = "ADDR", requires = "admin_token")]
+    admin_addr: Option<SocketAddr>,
+    /// The token the admin API asks for (at least 16 bytes).
+    #[arg(long, value_name = "TOKEN", requires = "admin_addr")]
+    admin_token: Option<String>,
 }
 
 /// Where the state is kept in Redis, and how to reach it.
@@ -240,10 +256,15 @@ async fn upload() -> impl IntoResponse {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    // Store trouble and configuration errors are logged to stderr.
+    // Store trouble, configuration errors and admin actions are logged to stderr.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
+    run(args).await
+}
+
+/// The demo, as `args` say.
+pub async fn run(args: Args) -> std::io::Result<()> {
     let algorithm = match (args.algorithm, args.max_delay_ms) {
         (AlgorithmArg::LeakyBucket, Some(ms)) => Algorithm::LeakyBucketShaper {
             max_delay: std::time::Duration::from_millis(ms),
@@ -348,6 +369,10 @@ fn with_tls(
 
 /// Serves the demo routes behind the limiter, with state in `store`.
 async fn serve<S: Store<Vec<u8>>>(args: Args, policy: Policy, store: S) -> std::io::Result<()> {
+    if let Some(addr) = args.metrics_addr {
+        // Before the first decision, which registers the counters.
+        metrics::serve(addr).await;
+    }
     let on_redis_error = match args.on_redis_error {
         OnRedisError::Open => FailurePolicy::Open,
         OnRedisError::Closed => FailurePolicy::Closed,
@@ -356,13 +381,28 @@ async fn serve<S: Store<Vec<u8>>>(args: Args, policy: Policy, store: S) -> std::
     let limiter = RateLimitLayer::with_policy(args.key, store, policy)
         .weight(weight::by_path([("/api/upload", 3)]).default(1))
         .on_store_error(on_redis_error);
-    let limiter = if args.stats {
+    let stats = args.stats.then(|| {
         let stats = Arc::new(Stats::default());
         tokio::spawn(Arc::clone(&stats).report());
-        limiter.on_decision(move |event| stats.count(event))
+        stats
+    });
+    let admin = args.admin_addr.map(|addr| (addr, admin::Admin::new()));
+    let limiter = if stats.is_some() || admin.is_some() {
+        let recorder = admin.as_ref().map(|(_, admin)| admin.recorder());
+        limiter.on_decision(move |event| {
+            if let Some(stats) = &stats {
+                stats.count(event);
+            }
+            if let Some(recorder) = &recorder {
+                recorder(event);
+            }
+        })
     } else {
         limiter
     };
+    if let (Some((addr, admin)), Some(token)) = (admin, &args.admin_token) {
+        admin.serve(addr, limiter.limiter().clone(), token).await;
+    }
 
     let app = Router::new()
         .route("/api/ping", get(ping))
@@ -370,4 +410,122 @@ async fn serve<S: Store<Vec<u8>>>(args: Args, policy: Policy, store: S) -> std::
         .layer(limiter);
 
     support::serve::<Args>(args.addr, app).await
+}
+
+/// `--metrics-addr`: the `metrics` facade's Prometheus exporter, served at `/metrics`.
+#[cfg(feature = "metrics")]
+mod metrics {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use axum::Router;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    pub async fn serve(addr: SocketAddr) {
+        let handle = PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap_or_else(|error| super::fail("--metrics-addr", error));
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        let render = move || {
+            let text = handle.render();
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    text,
+                )
+            }
+        };
+        let bound = super::support::serve_beside::<super::Args>(
+            "--metrics-addr",
+            addr,
+            Router::new().route("/metrics", get(render)),
+        )
+        .await;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod metrics {
+    pub async fn serve(_: std::net::SocketAddr) {
+        super::fail(
+            "--metrics-addr",
+            "run the example with `--features metrics`",
+        )
+    }
+}
+
+/// `--admin-addr`: the admin API and the dashboard.
+#[cfg(feature = "admin")]
+mod admin {
+    use std::net::SocketAddr;
+
+    use tower_ratelimit::admin::Stats;
+    use tower_ratelimit::store::Store;
+    use tower_ratelimit::{DecisionEvent, Limiter};
+
+    pub struct Admin(Stats<Vec<u8>>);
+
+    impl Admin {
+        pub fn new() -> Self {
+            Self(Stats::new())
+        }
+
+        /// What feeds the dashboard's statistics.
+        pub fn recorder(&self) -> impl Fn(&DecisionEvent<'_, Vec<u8>>) + Send + Sync + 'static {
+            self.0.observer()
+        }
+
+        pub async fn serve<S: Store<Vec<u8>>>(
+            self,
+            addr: SocketAddr,
+            limiter: Limiter<Vec<u8>, S>,
+            token: &str,
+        ) {
+            let admin = tower_ratelimit::admin::Admin::new(limiter, self.0)
+                .token("admin", token)
+                .build()
+                .unwrap_or_else(|error| super::fail("--admin-token", error));
+            let app = axum::Router::new().nest("/admin", admin);
+            let bound =
+                super::support::serve_beside::<super::Args>("--admin-addr", addr, app).await;
+            eprintln!("admin API and dashboard on http://{bound}/admin");
+        }
+    }
+}
+
+#[cfg(not(feature = "admin"))]
+mod admin {
+    use std::net::SocketAddr;
+
+    use tower_ratelimit::store::Store;
+    use tower_ratelimit::{DecisionEvent, Limiter};
+
+    pub struct Admin;
+
+    impl Admin {
+        pub fn new() -> Self {
+            super::fail("--admin-addr", "run the example with `--features admin`")
+        }
+
+        pub fn recorder(&self) -> impl Fn(&DecisionEvent<'_, Vec<u8>>) + Send + Sync + 'static {
+            |_| {}
+        }
+
+        pub async fn serve<S: Store<Vec<u8>>>(
+            self,
+            _: SocketAddr,
+            _: Limiter<Vec<u8>, S>,
+            _: &str,
+        ) {
+        }
+    }
 }

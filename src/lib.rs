@@ -4,7 +4,8 @@
 //! A [`Limiter`] is a [`store`] and its policies: [`check`](Limiter::check) a key
 //! (a user, a connection, a job), [`peek`](Limiter::peek), [`reset`](Limiter::reset),
 //! [`refund`](Limiter::refund), [`penalize`](Limiter::penalize), [`block`](Limiter::block)
-//! or wait [`until_ready`](Limiter::until_ready), with no HTTP anywhere:
+//! or wait [`until_ready`](Limiter::until_ready), and change a policy's quota while the
+//! program runs ([`set_quota`](Limiter::set_quota)), with no HTTP anywhere:
 //!
 //! ```
 //! use tower_ratelimit::{store::MemoryStore, Limiter, Quota};
@@ -92,9 +93,14 @@
 //!   names.
 //! * `redis-tls`: `rediss://` URLs (TLS through rustls and its `ring` provider) for every
 //!   Redis store, with `RedisStoreBuilder::tls_ca` and `tls_client_cert`.
+//! * `admin`: `admin::Admin`, an axum router for operators: inspect, reset, refund and
+//!   block keys, change quotas at run time, live statistics and a dashboard.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod algorithm;
 mod body;
 pub mod clock;
@@ -123,7 +129,7 @@ pub use failure::FailurePolicy;
 pub use future::ResponseFuture;
 pub use headers::RateLimitHeaders;
 pub use layer::RateLimitLayer;
-pub use limiter::{Check, Limiter, LimiterBuilder, WaitError};
+pub use limiter::{Check, Limiter, LimiterBuilder, QuotaChangeError, WaitError};
 pub use observe::{DecisionEvent, DecisionSource};
 pub use policy::{Policies, Policy, PolicyError};
 pub use quota::{Quota, QuotaError};

@@ -1,6 +1,8 @@
 //! [`Limiter`]: the rate limiter itself, free of HTTP: a store, its policies, what to do
 //! when the store fails, and who watches.
 
+mod quotas;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -9,9 +11,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::observe::{DecisionEvent, DecisionSource, OnDecision};
-use crate::store::{Change, MemoryStore, Store, StoreError, StoreErrorKind, MAX_BLOCK};
+use crate::store::{Change, MemoryStore, QuotaBoard, Store, StoreError, StoreErrorKind, MAX_BLOCK};
 use crate::throttle::Throttle;
 use crate::{Algorithm, Decisions, FailurePolicy, Outcome, Policies, Policy, PolicyError, Quota};
+
+pub use self::quotas::QuotaChangeError;
 
 /// Keyed rate limiting over a [`Store`]: checks, looks, and the management of a key's
 /// state (reset, refund, penalize, block), usable anywhere: logins, WebSocket messages,
@@ -54,9 +58,13 @@ pub struct Limiter<K, S> {
 
 struct Inner<K, S> {
     config: Config<K, S>,
-    /// The policies the fallback enforces, derived from `config` for a count of app
-    /// servers.
-    fallback_policies: std::sync::Mutex<(u64, Policies)>,
+    /// The policies the fallback enforces last asked for, for a count of app servers, and
+    /// the policies they stand in for.
+    fallback_policies: std::sync::Mutex<(u64, Policies, Policies)>,
+    /// The store's quotas changed at run time, if it shares any.
+    quotas: Option<QuotaBoard>,
+    /// `config.policies` under those changes (`None`: unchanged), at a board version.
+    changed: std::sync::RwLock<Option<(u64, Option<Policies>)>>,
     /// Store failures are logged at most once per interval, per limiter.
     warnings: Throttle,
     #[cfg(feature = "metrics")]
@@ -187,24 +195,30 @@ where
     /// picked per key), with their own state.
     #[inline]
     pub fn check_under(&self, key: &K, cost: u64, policies: Option<&Policies>) -> Check<K, S> {
-        match self.start(key, cost, policies) {
+        let started = match policies {
+            Some(policies) => self.start(key, cost, policies),
+            None => match self.changed_policies() {
+                Some(changed) => self.start(key, cost, &changed),
+                None => self.start(key, cost, &self.inner.config.policies),
+            },
+        };
+        match started {
             Ok(decided) => Check(CheckState::Done(Some(decided))),
             Err(check) => check,
         }
     }
 
-    /// Starts a check: its answer if the store gave it at once (an in-process store
-    /// always does), or the check to await.
+    /// Starts a check under exactly these policies: its answer if the store gave it at
+    /// once (an in-process store always does), or the check to await.
     #[inline]
     pub(crate) fn start(
         &self,
         key: &K,
         cost: u64,
-        policies: Option<&Policies>,
+        policies: &Policies,
     ) -> Result<Result<Decisions, StoreError>, Check<K, S>> {
         let inner = &self.inner;
         let started = self.observed().then(Instant::now);
-        let policies = policies.unwrap_or(&inner.config.policies);
         let store = &inner.config.store;
         if let Some(decided) = store.apply_now(key, Change::Charge(cost), policies) {
             let decided = match (decided, started) {
@@ -301,8 +315,9 @@ where
         }
     }
 
-    /// The policies every check is decided under (unless [checked under
-    /// others](Self::check_under)).
+    /// The policies the limiter was built with. Checks are decided under them (unless
+    /// [checked under others](Self::check_under)) with the quotas [changed at run
+    /// time](Self::set_quota): see [`current_policies`](Self::current_policies).
     pub fn policies(&self) -> &Policies {
         &self.inner.config.policies
     }
@@ -342,7 +357,10 @@ where
     /// A management change, applied to the fallback store too.
     fn manage_under(&self, key: &K, change: Change, policies: Option<&Policies>) -> Check<K, S> {
         let inner = &*self.inner;
-        let policies = policies.unwrap_or(&inner.config.policies);
+        let changed = policies.map_or_else(|| self.changed_policies(), |_| None);
+        let policies = policies
+            .or(changed.as_ref())
+            .unwrap_or(&inner.config.policies);
         if change != Change::Charge(0) {
             let fallback = self.fallback_for(policies);
             inner
@@ -355,22 +373,20 @@ where
     }
 
     /// The policies the fallback enforces in place of `policies`, for the app servers the
-    /// store counts now (the limiter's own are kept for the last count).
+    /// store counts now (kept for the policies last asked for and the last count).
     fn fallback_for(&self, policies: &Policies) -> Policies {
         let inner = &*self.inner;
         let config = &inner.config;
         let live = config.store.instances().unwrap_or(1);
-        if policies != &config.policies {
-            return config.fallback.policies(policies, live);
-        }
         let mut cached = inner
             .fallback_policies
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if cached.0 != live {
-            *cached = (live, config.fallback.policies(policies, live));
+        if cached.0 != live || cached.1 != *policies {
+            let fallback = config.fallback.policies(policies, live);
+            *cached = (live, policies.clone(), fallback);
         }
-        cached.1.clone()
+        cached.2.clone()
     }
 
     /// Whether anyone reads the decision latency.
@@ -459,7 +475,8 @@ where
     /// [`check_n`](Self::check_n) without a future: the in-process store decides at once,
     /// with no allocation for a known key.
     pub fn check_n_now(&self, key: &K, cost: u64) -> Decisions {
-        let policies = &self.inner.config.policies;
+        let changed = self.changed_policies();
+        let policies = changed.as_ref().unwrap_or(&self.inner.config.policies);
         let started = self.observed().then(Instant::now);
         let decided = self
             .inner
@@ -534,10 +551,13 @@ where
             .store
             .supports(&config.policies)
             .map_err(unsupported)?;
-        let fallback_policies = (1, config.fallback.policies(&config.policies, 1));
+        let fallback = config.fallback.policies(&config.policies, 1);
+        let fallback_policies = (1, config.policies.clone(), fallback);
         Ok(Limiter {
             inner: Arc::new(Inner {
                 fallback_policies: std::sync::Mutex::new(fallback_policies),
+                quotas: config.store.quotas().cloned(),
+                changed: std::sync::RwLock::new(None),
                 config,
                 warnings: Throttle::new(Duration::from_secs(10)),
                 #[cfg(feature = "metrics")]

@@ -51,9 +51,11 @@ pub enum DecisionSource {
 }
 
 /// The outcome labels, in the order of [`outcome_index`].
-const OUTCOMES: [&str; 5] = ["allowed", "delayed", "denied", "too_costly", "unavailable"];
+pub(crate) const OUTCOMES: [&str; 5] =
+    ["allowed", "delayed", "denied", "too_costly", "unavailable"];
 
-fn outcome_index(decision: Option<&Decision>) -> usize {
+/// A decision's place in [`OUTCOMES`] (`None`: unavailable).
+pub(crate) fn outcome_index(decision: Option<&Decision>) -> usize {
     match decision.map(|decision| decision.outcome) {
         Some(Outcome::Allowed) => 0,
         Some(Outcome::Delayed { .. }) => 1,

@@ -83,9 +83,12 @@ where
         let policies = shared
             .resolve
             .as_ref()
-            .and_then(|resolve| resolve(&key, &head));
+            .and_then(|resolve| resolve(&key, &head))
+            // Quotas changed at run time are reported as the policies applied.
+            .or_else(|| shared.limiter.changed_policies());
         let cost = shared.weigher.weigh(&head);
-        let started = shared.limiter.start(&key, cost, policies.as_ref());
+        let limiter = &shared.limiter;
+        let started = limiter.start(&key, cost, policies.as_ref().unwrap_or(limiter.policies()));
         let charge = Charge {
             cost,
             policies,

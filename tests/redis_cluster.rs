@@ -161,6 +161,38 @@ async fn stores_share_limits_exactly_across_masters() {
     assert_eq!(total, 24);
 }
 
+/// A quota changed on one app server reaches another over the cluster (the hash lives on
+/// one master, the publication reaches the listener on whichever node it chose), and a
+/// store connecting afterwards reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_change_reaches_every_app_server() {
+    let _alone = ALONE.lock().await;
+    let cluster = RedisCluster::start(3, 0);
+    let prefix = unique_prefix("quota");
+    let quota = Quota::per_hour(1).burst(4);
+    let limiter = |store| tower_ratelimit::Limiter::<String, RedisStore>::new(store, quota);
+    let (a, b) = (
+        limiter(store(&cluster, &prefix).await),
+        limiter(store(&cluster, &prefix).await),
+    );
+    let burst = |l: &tower_ratelimit::Limiter<String, RedisStore>| {
+        l.current_policies()[0].quota().burst_size()
+    };
+    assert!(a.check_n(&"k".to_owned(), 3).await.unwrap().is_allowed());
+    a.set_quota("default", Quota::per_hour(1).burst(10))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while burst(&b) != 10 {
+        assert!(Instant::now() < deadline, "b never followed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let decisions = b.check(&"k".to_owned()).await.unwrap();
+    assert_eq!((decisions[0].limit, decisions[0].remaining), (10, 6));
+    let c = limiter(store(&cluster, &prefix).await);
+    assert_eq!(burst(&c), 10);
+}
+
 /// Several policies per key. The shared scenario first; then 4 stores × 64 tasks on 24
 /// keys under a wide and a narrow policy admit exactly the narrow one's burst per key, and
 /// the refusals spend nothing of the wide one. Each key's Redis keys, one per policy, are on

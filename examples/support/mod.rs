@@ -65,3 +65,22 @@ pub async fn serve<C: CommandFactory>(addr: SocketAddr, app: axum::Router) -> st
     )
     .await
 }
+
+/// Serves `app` on `addr` in a task of its own, beside the demo's routes (a failure to
+/// listen is a usage error of command `C` naming `flag`); the address it listens on.
+pub async fn serve_beside<C: CommandFactory>(
+    flag: &str,
+    addr: SocketAddr,
+    app: axum::Router,
+) -> SocketAddr {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => fail::<C>(flag, format!("cannot listen on {addr}: {error}")),
+    };
+    let bound = listener.local_addr().unwrap_or(addr);
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).await
+    });
+    bound
+}

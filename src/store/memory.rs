@@ -12,9 +12,9 @@ use dashmap::{mapref::entry::Entry, DashMap};
 use foldhash::fast::RandomState;
 
 use super::words::{apply_words, blocked, EMPTY};
-use super::{Change, Store, StoreError, StoreErrorKind};
+use super::{Change, QuotaBoard, QuotaChange, Store, StoreError, StoreErrorKind};
 use crate::clock::{Clock, MonotonicClock};
-use crate::{Decisions, Policies, Policy};
+use crate::{Decisions, Policies, Policy, Quota};
 
 /// Keys tracked before the first sweep for idle keys.
 const FIRST_SWEEP_AT: usize = 1024;
@@ -91,6 +91,8 @@ struct Shared<C> {
     len: AtomicUsize,
     sweep_at: AtomicUsize,
     sweeping: AtomicBool,
+    /// Quotas changed at run time, for every limiter over this store.
+    quotas: QuotaBoard,
 }
 
 /// One key under one policy, as a fixed-size digest: an entry is 32 bytes whatever the
@@ -195,6 +197,7 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
                 len: AtomicUsize::new(0),
                 sweep_at: AtomicUsize::new(FIRST_SWEEP_AT),
                 sweeping: AtomicBool::new(false),
+                quotas: QuotaBoard::new(),
             }),
         }
     }
@@ -594,14 +597,19 @@ where
 
     /// Refuses a policy whose name and algorithm this store already holds under another
     /// quota (two layers or limiters would share state they count differently); name
-    /// them apart.
+    /// them apart. A policy whose quota was [changed at run time](Store::change_quota)
+    /// is accepted with any quota: its limiters follow the change.
     fn supports(&self, policies: &Policies) -> Result<(), StoreError> {
+        let changed = |index: usize| self.shared.quotas.get(policies.state_id(index)).is_some();
         let registry = self
             .shared
             .registry
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        for (tag, policy) in tagged(policies) {
+        for (index, (tag, policy)) in tagged(policies).enumerate() {
+            if changed(index) {
+                continue;
+            }
             if let Some(known) = registry.policies.get(&tag) {
                 if known.quota() != policy.quota() {
                     return Err(StoreError::new(
@@ -622,12 +630,42 @@ where
             .registry
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        for (tag, policy) in tagged(policies) {
-            registry.policies.insert(tag, policy.clone());
+        for (index, (tag, policy)) in tagged(policies).enumerate() {
+            if !changed(index) {
+                registry.policies.insert(tag, policy.clone());
+            }
         }
         drop(registry);
         self.group(policies);
         Ok(())
+    }
+
+    fn quotas(&self) -> Option<&QuotaBoard> {
+        Some(&self.shared.quotas)
+    }
+
+    /// The change is on the board at once, for every limiter over this store; sweeps
+    /// judge the policy's states by the new quota.
+    fn change_quota(&self, policies: &Policies, index: usize, quota: Option<Quota>) -> QuotaChange {
+        let own = &policies[index];
+        let policy = match quota {
+            Some(quota) => Policy::new(own.name(), quota, own.algorithm()),
+            None => Ok(own.clone()),
+        };
+        let done = policy
+            .map(|policy| {
+                let mut registry = self
+                    .shared
+                    .registry
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                registry
+                    .policies
+                    .insert(policies.state_id(index) as u32, policy);
+                self.shared.quotas.set(policies.state_id(index), quota);
+            })
+            .map_err(|error| StoreError::new(StoreErrorKind::InvalidChange, error.to_string()));
+        Box::pin(std::future::ready(done))
     }
 }
 #[cfg(test)]

@@ -14,8 +14,17 @@
 //! difference once. The same policy used alone and in a set, or in two sets, is one
 //! state. Besides its policies' states, a key may be **blocked** until some
 //! time: a block denies every policy of the key.
+//!
+//! # Quotas changed at run time
+//!
+//! A store may also keep a [`QuotaBoard`]: quotas changed while the program runs
+//! ([`Limiter::set_quota`](crate::Limiter::set_quota)), by state identity, which every
+//! limiter over the store's state follows: on a [`MemoryStore`], every limiter over that
+//! store; on a `RedisStore`, every app server sharing its prefix. Since the identity
+//! stays, so does the state: the new quota inherits what was spent, as above.
 
 mod memory;
+mod quotas;
 #[cfg(feature = "redis")]
 mod redis;
 mod words;
@@ -33,9 +42,10 @@ pub use self::redis::Pem;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisDecision, RedisKey, RedisStore, RedisStoreBuilder};
 pub use memory::MemoryStore;
+pub use quotas::{QuotaBoard, QuotaChange};
 pub use words::{apply_words, blocked, EMPTY};
 
-use crate::{Decisions, Policies};
+use crate::{Decisions, Policies, Quota};
 
 /// What a store call does to a key, atomically under every policy of a set.
 ///
@@ -103,6 +113,28 @@ pub trait Store<K>: Clone + Send + Sync + 'static {
     fn supports(&self, policies: &Policies) -> Result<(), StoreError> {
         let _ = policies;
         Ok(())
+    }
+
+    /// The quotas changed at run time for policies with state here, as this store shares
+    /// them with every limiter over its state (`None`, the default, for a store that
+    /// shares none: its limiters refuse [`Limiter::set_quota`](crate::Limiter::set_quota)).
+    /// Limiters read it before each decision: while the board holds no change, that is one
+    /// relaxed load.
+    fn quotas(&self) -> Option<&QuotaBoard> {
+        None
+    }
+
+    /// Changes the quota of policy `index` of `policies` (`None`: back to each limiter's
+    /// own) for every limiter sharing this store's state, on every app server: it lands
+    /// on the [board](Store::quotas) here at once and on the others' as soon as they hear
+    /// of it. The state stays (see [the state identity](self#state-identity)). The
+    /// default refuses with [`Misconfigured`](StoreErrorKind::Misconfigured).
+    fn change_quota(&self, policies: &Policies, index: usize, quota: Option<Quota>) -> QuotaChange {
+        let _ = (policies, index, quota);
+        Box::pin(std::future::ready(Err(StoreError::new(
+            StoreErrorKind::Misconfigured,
+            "this store does not share quota changes",
+        ))))
     }
 }
 

@@ -18,3 +18,13 @@ pub mod redis_tables;
 pub mod slow_proxy;
 #[cfg(feature = "redis-tls")]
 pub mod tls;
+#[cfg(feature = "admin")]
+pub mod webdriver;
+
+/// A loopback port nobody listens on (right now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}

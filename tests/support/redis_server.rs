@@ -2,7 +2,7 @@
 //! killed on drop. `REDIS_URL` points the tests at an existing server instead.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -111,13 +111,7 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
-/// A loopback port nobody listens on (right now).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+pub use super::free_port;
 
 /// Starts redis-server on `port` without persistence, with files in `dir` and `extra`
 /// settings, and waits until it answers PING; `None` if it exited (a port was taken).

@@ -14,7 +14,7 @@ use super::heartbeat::Heartbeat;
 use super::script::SCRIPT;
 use super::{invalidation, RedisStore, Shared};
 use crate::clock::MonotonicClock;
-use crate::store::{StoreError, StoreErrorKind};
+use crate::store::{QuotaBoard, StoreError, StoreErrorKind};
 
 /// Settings for a [`RedisStore`]; made by [`RedisStore::builder`].
 #[derive(Clone, Debug)]
@@ -160,9 +160,7 @@ impl RedisStoreBuilder {
             );
         }
         let store = self.build(connection, sha, policy);
-        if let Some(listener) = &store.shared.listener {
-            listener.subscribed().await;
-        }
+        store.shared.listener.subscribed().await;
         Ok(store)
     }
 
@@ -227,9 +225,15 @@ impl RedisStoreBuilder {
         let deny_caches = self
             .deny_cache_capacity
             .map(|capacity| Arc::new(DenyCaches::new(capacity)));
-        let listener = deny_caches.as_ref().map(|caches| {
-            invalidation::listen(connection.clone(), channel.clone(), Arc::clone(caches))
-        });
+        let quotas = QuotaBoard::new();
+        let quotas_key = super::quotas::key(&self.prefix);
+        let watched = invalidation::Watched {
+            caches: deny_caches.clone(),
+            quotas: quotas.clone(),
+            quotas_key: quotas_key.clone(),
+            connection: connection.clone(),
+        };
+        let listener = invalidation::listen(channel.clone(), watched);
         let breakers = Breakers::new(&connection, self.breaker_failures, self.breaker_cool_down);
         let heartbeat = Heartbeat::start(connection.clone(), &self.prefix, self.heartbeat);
         RedisStore {
@@ -244,6 +248,8 @@ impl RedisStoreBuilder {
                 deny_caches,
                 channel,
                 listener,
+                quotas,
+                quotas_key,
                 maxmemory_policy,
                 heartbeat,
                 clock: MonotonicClock::new(),

@@ -14,8 +14,8 @@ use super::script::Limits;
 use super::{key, RedisKey, RedisStore};
 use crate::algorithm::gcra_debt;
 use crate::clock::Clock;
-use crate::store::{Change, Store, StoreError, StoreErrorKind};
-use crate::{Decision, Decisions, Outcome, Policies};
+use crate::store::{Change, QuotaBoard, QuotaChange, Store, StoreError, StoreErrorKind};
+use crate::{Decision, Decisions, Outcome, Policies, Policy, Quota};
 
 impl<K> Store<K> for RedisStore
 where
@@ -146,6 +146,27 @@ where
         policies
             .iter()
             .try_for_each(|policy| Limits::of(policy).map(drop))
+    }
+
+    fn quotas(&self) -> Option<&QuotaBoard> {
+        Some(&self.shared.quotas)
+    }
+
+    /// Writes the change to `<prefix>:{quotas}` and publishes the hash's name on
+    /// `<prefix>:invalidate`, in one script: every store sharing the prefix reads the hash
+    /// again when it hears it (and whenever it subscribes again, so a store that missed it
+    /// catches up). Refuses a quota Redis cannot compute exactly.
+    fn change_quota(&self, policies: &Policies, index: usize, quota: Option<Quota>) -> QuotaChange {
+        let own = &policies[index];
+        let policy = quota.map(|quota| Policy::new(own.name(), quota, own.algorithm()));
+        let shared = Arc::clone(&self.shared);
+        let id = policies.state_id(index);
+        Box::pin(async move {
+            let policy = policy.transpose().map_err(|error| {
+                StoreError::new(StoreErrorKind::InvalidChange, error.to_string())
+            })?;
+            shared.change_quota(id, policy.as_ref()).await
+        })
     }
 }
 

@@ -1,6 +1,7 @@
-//! Deny-cache invalidations across app servers: a reset or a refund publishes the names of
-//! the Redis keys it changed (from the script, atomically with the change), and every
-//! store sharing the prefix listens and drops what its deny cache knows of them.
+//! Invalidations across app servers: a reset or a refund publishes the names of the Redis
+//! keys it changed (from the script, atomically with the change), and every store sharing
+//! the prefix listens and drops what its deny cache knows of them; a quota change publishes
+//! the name of the quotas' hash, and every store reads the hash again.
 
 use std::future::poll_fn;
 use std::pin::pin;
@@ -12,6 +13,8 @@ use tokio::task::JoinHandle;
 
 use super::connection::Connection;
 use super::deny_cache::{name_hash, DenyCaches};
+use super::quotas;
+use crate::store::QuotaBoard;
 
 /// The pause before listening again after the connection was lost.
 const RETRY: Duration = Duration::from_millis(200);
@@ -35,23 +38,76 @@ pub(super) fn channel(prefix: &str) -> String {
     format!("{prefix}:invalidate")
 }
 
-/// Listens on `channel` through `connection`'s subscriber (any node of a cluster hears
-/// every publication), moving on to the next when the connection drops. Each new
-/// subscription clears the caches, since invalidations may have been missed meanwhile.
-/// Needs a Tokio runtime.
-pub(super) fn listen(connection: Connection, channel: String, caches: Arc<DenyCaches>) -> Listener {
+/// What a store keeps up to date from the channel.
+pub(super) struct Watched {
+    /// The deny caches, when on.
+    pub(super) caches: Option<Arc<DenyCaches>>,
+    /// The board of quotas changed at run time, read again from the hash at `quotas_key`
+    /// through `connection`.
+    pub(super) quotas: QuotaBoard,
+    pub(super) quotas_key: String,
+    pub(super) connection: Connection,
+}
+
+impl Watched {
+    /// Catches up after a time without listening: clears the caches (invalidations may
+    /// have been missed) and reads the quotas again; false if they could not be read.
+    async fn catch_up(&self) -> bool {
+        if let Some(caches) = &self.caches {
+            caches.clear();
+        }
+        self.read_quotas().await
+    }
+
+    /// Acts on one publication: a key name, or the quotas' hash; false if the quotas
+    /// could not be read.
+    async fn hear(&self, name: &[u8]) -> bool {
+        if name == self.quotas_key.as_bytes() {
+            return self.read_quotas().await;
+        }
+        if let Some(caches) = &self.caches {
+            caches.forget_name(name_hash(name));
+        }
+        true
+    }
+
+    async fn read_quotas(&self) -> bool {
+        match quotas::read(&self.connection, &self.quotas_key).await {
+            Ok(changes) => {
+                self.quotas.replace(changes);
+                true
+            }
+            Err(error) => {
+                tracing::warn!("cannot read the rate-limit quota changes: {error}");
+                false
+            }
+        }
+    }
+}
+
+/// Listens on `channel` through the watched connection's subscriber (any node of a
+/// cluster hears every publication), moving on to the next when the connection drops.
+/// Each new subscription catches up on what may have been missed meanwhile; a failed
+/// reading of the quotas counts as a lost subscription, so it is tried again. Needs a
+/// Tokio runtime.
+pub(super) fn listen(channel: String, watched: Watched) -> Listener {
     let (subscribed, first) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let mut subscribed = Some(subscribed);
         for attempt in 0.. {
-            if let Ok(mut pubsub) = subscribe(connection.subscriber(attempt), &channel).await {
-                caches.clear();
+            let client = watched.connection.subscriber(attempt);
+            if let Ok(mut pubsub) = subscribe(client, &channel).await {
+                let mut listening = watched.catch_up().await;
                 if let Some(subscribed) = subscribed.take() {
                     let _ = subscribed.send(());
                 }
                 let mut messages = pin!(pubsub.on_message());
-                while let Some(message) = poll_fn(|cx| messages.as_mut().poll_next(cx)).await {
-                    caches.forget_name(name_hash(message.get_payload_bytes()));
+                while listening {
+                    let message = poll_fn(|cx| messages.as_mut().poll_next(cx)).await;
+                    listening = match message {
+                        Some(message) => watched.hear(message.get_payload_bytes()).await,
+                        None => false,
+                    };
                 }
             }
             tokio::time::sleep(RETRY).await;

@@ -14,6 +14,7 @@ mod invalidation;
 mod key;
 #[cfg(feature = "redis-cluster")]
 mod masters;
+mod quotas;
 mod script;
 #[cfg(feature = "redis-sentinel")]
 mod sentinel;
@@ -38,7 +39,7 @@ use self::invalidation::Listener;
 pub use self::key::RedisKey;
 #[cfg(feature = "redis-tls")]
 pub use self::tls::Pem;
-use super::StoreError;
+use super::{QuotaBoard, StoreError};
 use crate::clock::MonotonicClock;
 use crate::Policies;
 
@@ -144,10 +145,14 @@ struct Shared {
     batcher: Batcher,
     /// `None` when turned off.
     deny_caches: Option<Arc<DenyCaches>>,
-    /// Where resets and refunds announce the keys they changed.
+    /// Where resets and refunds announce the keys they changed, and quota changes the
+    /// name of the quotas' hash.
     channel: String,
-    /// Listens on `channel` while the deny cache is on.
-    listener: Option<Listener>,
+    /// Listens on `channel`.
+    listener: Listener,
+    /// The quotas changed at run time, as last read from the hash at `quotas_key`.
+    quotas: QuotaBoard,
+    quotas_key: String,
     /// Redis's `maxmemory-policy` as read when connecting, if it could be.
     maxmemory_policy: Option<String>,
     /// Counts the app servers sharing the prefix.
