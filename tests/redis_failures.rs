@@ -414,3 +414,60 @@ async fn an_outage_does_not_multiply_the_limit_by_the_app_servers() {
     // Each a third of the burst: 10 + 10 + 10 (it was 30 + 30 + 30).
     assert_eq!(admitted, 30);
 }
+
+/// A batch that times out fails every change in it within the deadline, and counts as one
+/// failure for the breaker: 48 late changes do not open a breaker of 5.
+#[tokio::test]
+async fn a_late_batch_fails_each_change_in_time_and_counts_once() {
+    let server = RedisServer::start();
+    if server.skip_unless_owned("a_late_batch_fails_each_change_in_time_and_counts_once") {
+        return;
+    }
+    let proxy = SlowProxy::start(server.port()).await;
+    let store = RedisStore::builder(&proxy.url())
+        .prefix(&unique_prefix("late-batch"))
+        .deadline(DEADLINE)
+        .breaker(5, Duration::from_secs(60))
+        .connect()
+        .await
+        .unwrap();
+    let policies: Policies = Policy::new("default", QUOTA, Algorithm::TokenBucket)
+        .unwrap()
+        .into();
+    proxy.set_delay(Duration::from_millis(300));
+    let started = Instant::now();
+    let changes = (0..48u64).map(|key| store.apply(&key, Change::Charge(1), &policies));
+    let answers = futures_join_all(changes.collect()).await;
+    let took = started.elapsed();
+    assert!(took <= DEADLINE + SLACK, "took {took:?}");
+    for answer in answers {
+        let error = answer.unwrap_err();
+        assert_eq!(
+            error.kind(),
+            tower_ratelimit::store::StoreErrorKind::Timeout,
+            "{error}"
+        );
+    }
+    // At most three calls failed (two alone, then the rest together): the breaker is
+    // still closed, so the next change is sent (and waits behind the late replies) instead
+    // of failing at once.
+    let next = store.apply(&0u64, Change::Charge(0), &policies).await;
+    let kind = next.map(drop).map_err(|error| error.kind());
+    assert_ne!(
+        kind,
+        Err(tower_ratelimit::store::StoreErrorKind::CircuitOpen)
+    );
+}
+
+/// Awaits every future, concurrently.
+async fn futures_join_all<F: Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
+}

@@ -547,3 +547,117 @@ async fn shaper_hands_out_distinct_slots_at_the_rate() {
     slots.sort_unstable();
     assert_eq!(slots, (1..=11).collect::<Vec<_>>(), "one request per slot");
 }
+
+/// Changes submitted together leave in a few batched calls, and each gets exactly the
+/// answer the same changes one by one would: keys, costs, several policies, refusals, a
+/// cost above the burst, a block and a refund, mixed in one batch.
+#[tokio::test]
+async fn a_batch_answers_each_change_as_calls_one_by_one_would() {
+    let server = RedisServer::start();
+    let slow = |name, quota, algorithm| Policy::new(name, quota, algorithm).unwrap();
+    let bucket = Policies::from(slow(
+        "bucket",
+        Quota::per_hour(1).burst(5),
+        Algorithm::TokenBucket,
+    ));
+    let both = Policies::new([
+        slow(
+            "hourly",
+            Quota::per_hour(1).burst(4),
+            Algorithm::TokenBucket,
+        ),
+        slow("daily", Quota::per_day(6), Algorithm::SlidingWindow),
+    ])
+    .unwrap();
+    let window = Policies::from(slow("window", Quota::per_day(3), Algorithm::FixedWindow));
+    let mut changes = Vec::new();
+    for round in 0..6u64 {
+        for key in ["a", "b", "c"] {
+            changes.push((key, Change::Charge(round % 3 + 1), bucket.clone()));
+            changes.push((key, Change::Charge(1), both.clone()));
+            changes.push((key, Change::Charge(2), window.clone()));
+        }
+        changes.push(("a", Change::Charge(9), bucket.clone()));
+        changes.push(("b", Change::Refund(2), bucket.clone()));
+        if round == 3 {
+            changes.push(("c", Change::Block(Duration::from_secs(60)), both.clone()));
+        }
+    }
+    // What each change answers when it is alone in its call.
+    let one_by_one = RedisStore::builder(server.url())
+        .prefix(&unique_prefix("one-by-one"))
+        .deadline(DEADLINE)
+        .max_batch(1)
+        .connect()
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for (key, change, policies) in &changes {
+        expected.push(one_by_one.apply(key, *change, policies).await.unwrap());
+    }
+
+    let mut stats = connection(&server).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut stats)
+        .await
+        .unwrap();
+    let batched = store(&server, &unique_prefix("batched")).await;
+    let mut pending: Vec<_> = changes
+        .iter()
+        .map(|(key, change, policies)| batched.apply(key, *change, policies))
+        .collect();
+    // Polled once each, in order: every change is queued before the first answer comes.
+    for decision in &mut pending {
+        let _ = std::future::Future::poll(
+            std::pin::Pin::new(decision),
+            &mut Context::from_waker(Waker::noop()),
+        );
+    }
+    let mut answered = Vec::new();
+    for decision in pending {
+        answered.push(decision.await.unwrap());
+    }
+    let shape = |decisions: &Decisions| -> Vec<(Outcome, u64)> {
+        decisions
+            .iter()
+            .map(|d| {
+                // Retry times depend on the instant; whether there is one does not.
+                let outcome = match d.outcome {
+                    Outcome::Denied { retry_after } => Outcome::Denied {
+                        retry_after: retry_after.map(|_| Duration::ZERO),
+                    },
+                    other => other,
+                };
+                (outcome, d.remaining)
+            })
+            .collect()
+    };
+    for (i, (answer, expected)) in answered.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            shape(answer),
+            shape(expected),
+            "change {i}: {:?}",
+            changes[i].1
+        );
+    }
+    if server.owned() {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut stats)
+            .await
+            .unwrap();
+        let calls: usize = info
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap();
+        // Two calls may leave alone before the rest gather behind them (and the stores'
+        // heartbeats are script calls too): far fewer calls than changes.
+        assert!(
+            calls * 8 <= changes.len(),
+            "{} changes took {calls} calls",
+            changes.len()
+        );
+    }
+}
