@@ -246,6 +246,13 @@ async fn several_policies_stay_atomic_on_every_master() {
             "key{key}'s keys per master: {per_master:?}"
         );
     }
+    // The global key, with no namespace, keeps its policies in one slot too.
+    for _ in 0..20 {
+        let global = stores[0].apply(&(), Change::Charge(1), &policies).await;
+        assert!(global.unwrap().is_allowed());
+    }
+    let refused = stores[1].apply(&(), Change::Charge(1), &policies).await;
+    assert_eq!(refused.unwrap()[1].remaining, 0);
 }
 
 /// `SCRIPT FLUSH` on every master, over and over, while 4 stores decide: each node that no

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 ///
 /// [`write_key`](RedisKey::write_key) appends the key's bytes. They need not be safe: the
 /// store writes them into the Redis key as they are only when they are short printable
-/// ASCII without `{`, `}` or a leading `#`, and otherwise (and always for a
+/// ASCII without `{`, `}` or a leading `#` (and not empty outside a namespace, which would
+/// leave the hash tag empty), and otherwise (and always for a
 /// [secret](RedisKey::is_secret)) writes `#` and their SHA-256 in hex instead. So no key can
 /// move its state to another Cluster slot, collide with another key or grow Redis's memory
 /// by its length.
@@ -140,6 +141,9 @@ pub(super) fn storage_key<K: RedisKey + ?Sized>(
     if key.is_secret()
         || raw.len() > MAX_RAW_LEN
         || raw.first() == Some(&b'#')
+        // An empty hash tag would not pick the slot: Redis would hash the whole key, and
+        // a key's policies would land in different slots.
+        || (raw.is_empty() && namespace.is_empty())
         || !raw.iter().all(safe)
         || !namespace.as_bytes().iter().all(safe)
     {
@@ -194,7 +198,12 @@ mod tests {
     #[test]
     fn plain_keys_are_kept_and_tagged() {
         assert_eq!(name(42u64), "rl:{42}:00000000000000ab");
-        assert_eq!(name(()), "rl:{}:00000000000000ab");
+        // The global key with no namespace is hashed, so that its hash tag is not empty.
+        let global = storage_key("rl", "", &(), 0xab);
+        assert!(name(()).starts_with("rl:{#"), "{}", name(()));
+        assert_eq!(hash_tag(&global).len(), 1 + 64);
+        let in_namespace = storage_key("rl", "global", &(), 0xab);
+        assert_eq!(in_namespace, b"rl:{global:}:00000000000000ab");
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(name(mapped), "rl:{192.0.2.1}:00000000000000ab");
     }
