@@ -4,8 +4,8 @@
 //! waits, and batches form only under load.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::AcqRel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -19,10 +19,6 @@ use crate::store::{Change, StoreError, StoreErrorKind};
 /// keeps Redis busy without splitting the load into small batches.
 const CALLS_PER_LANE: usize = 2;
 
-/// How much sooner than its oldest change's deadline a call gives up, so that the call's
-/// failure is counted (by the breaker) before any of its changes reports it.
-const MARGIN: Duration = Duration::from_millis(1);
-
 /// One change waiting for its batch.
 pub(super) struct Entry {
     pub(super) keys: Vec<Vec<u8>>,
@@ -31,6 +27,38 @@ pub(super) struct Entry {
     /// When the change fails if it has no answer.
     pub(super) deadline: Instant,
     reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+    /// Set by the call that takes the change, or by its caller giving up: whoever is first.
+    claimed: Arc<AtomicBool>,
+}
+
+/// Where a change's answer comes.
+pub(super) struct Ticket {
+    reply: oneshot::Receiver<Result<Vec<u64>, StoreError>>,
+    claimed: Arc<AtomicBool>,
+}
+
+impl Ticket {
+    /// The change's answer, or `None` if its deadline passed before a call took it: it is
+    /// then never sent. A change a call took is answered by that call, which gives up at
+    /// the deadline of its oldest change, so that a failure is counted (by the breaker)
+    /// before it is reported.
+    pub(super) async fn answer(
+        mut self,
+        deadline: Instant,
+    ) -> Option<Result<Vec<u64>, StoreError>> {
+        let abandoned = |_| {
+            // The call was dropped with the runtime.
+            Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "Redis call abandoned",
+            ))
+        };
+        match tokio::time::timeout_at(deadline, &mut self.reply).await {
+            Ok(answer) => Some(answer.unwrap_or_else(abandoned)),
+            Err(_) if !self.claimed.swap(true, AcqRel) => None,
+            Err(_) => Some((&mut self.reply).await.unwrap_or_else(abandoned)),
+        }
+    }
 }
 
 impl Entry {
@@ -40,16 +68,22 @@ impl Entry {
         limits: Vec<Limits>,
         change: Change,
         deadline: Instant,
-    ) -> (Self, oneshot::Receiver<Result<Vec<u64>, StoreError>>) {
+    ) -> (Self, Ticket) {
         let (reply, receiver) = oneshot::channel();
+        let claimed = Arc::new(AtomicBool::new(false));
         let entry = Self {
             keys,
             limits,
             change: script_change(change),
             deadline,
             reply,
+            claimed: Arc::clone(&claimed),
         };
-        (entry, receiver)
+        let ticket = Ticket {
+            reply: receiver,
+            claimed,
+        };
+        (entry, ticket)
     }
 }
 
@@ -123,7 +157,7 @@ impl Batcher {
 async fn drive(shared: Arc<Shared>, lane: Vec<u8>, mut batch: Vec<Entry>) {
     loop {
         // A change whose caller gave up (its deadline passed while it waited) is not sent.
-        batch.retain(|entry| !entry.reply.is_closed());
+        batch.retain(|entry| !entry.claimed.swap(true, AcqRel));
         if let Some(oldest) = batch.iter().map(|entry| entry.deadline).min() {
             let replies = call(&shared, &batch, oldest).await;
             answer(batch, replies);
@@ -143,8 +177,7 @@ async fn call(shared: &Shared, batch: &[Entry], deadline: Instant) -> Result<Vec
     let Some(pass) = shared.breakers.for_key(&batch[0].keys[0]).pass(sent) else {
         return Err(circuit_open());
     };
-    let give_up = deadline - MARGIN.min(shared.deadline / 2);
-    let reply = tokio::time::timeout_at(give_up, shared.call(batch)).await;
+    let reply = tokio::time::timeout_at(deadline, shared.call(batch)).await;
     let done = shared.clock.now_nanos();
     match reply {
         Ok(Ok(reply)) => {

@@ -86,25 +86,16 @@ where
         RedisDecision(State::Calling(Box::pin(async move {
             // Queued on the first poll, inside the runtime that sends the batch.
             shared.batcher.submit(&shared, entry);
-            let reply = tokio::time::timeout_at(deadline, reply).await;
+            let reply = reply.answer(deadline).await;
             drop(permit);
             let done = shared.clock.now_nanos();
-            let reply = match reply {
-                Ok(Ok(reply)) => reply?,
-                // The batch's call was dropped with the runtime.
-                Ok(Err(_)) => {
-                    return Err(StoreError::new(
-                        StoreErrorKind::Unavailable,
-                        "Redis call abandoned",
-                    ))
-                }
-                Err(_) => {
-                    return Err(StoreError::new(
-                        StoreErrorKind::Timeout,
-                        format!("Redis did not answer within {:?}", shared.deadline),
-                    ))
-                }
+            let Some(reply) = reply else {
+                return Err(StoreError::new(
+                    StoreErrorKind::Timeout,
+                    format!("Redis did not answer within {:?}", shared.deadline),
+                ));
             };
+            let reply = reply?;
             let decisions = limits
                 .iter()
                 .zip(reply.chunks(4))

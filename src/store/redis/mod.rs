@@ -45,8 +45,9 @@ use crate::Policies;
 
 /// A store in Redis, shared by every app server that uses the same Redis and prefix.
 ///
-/// Each change (a check, a reset, a refund, a penalty, a block) is one call of one Lua
-/// script computing what the in-process store computes, on one Redis key per policy,
+/// Each change (a check, a reset, a refund, a penalty, a block) runs in one call of one Lua
+/// script (with the changes [batched](#semantics) beside it) computing what the in-process
+/// store computes, on one Redis key per policy,
 /// `<prefix>:{<namespace>:<key>}:<policy fingerprint>`: the braces make the key its
 /// Cluster hash tag (every policy of a key lands in one slot, so one script checks and
 /// charges them all atomically), the namespace is the key's kind, and the fingerprint is
