@@ -119,17 +119,8 @@ fn a_quota_the_store_cannot_enforce_is_refused_when_built() {
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;
-    use support::redis_server::{unique_prefix, RedisServer};
+    use support::redis_server::{store, unique_prefix, RedisServer};
     use tower_ratelimit::store::RedisStore;
-
-    async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
-        RedisStore::builder(server.url())
-            .prefix(prefix)
-            .deadline(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("connect")
-    }
 
     #[tokio::test]
     async fn every_operation_runs_on_redis() {

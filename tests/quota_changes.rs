@@ -168,17 +168,8 @@ mod redis {
     use std::time::Duration;
 
     use super::*;
-    use support::redis_server::{unique_prefix, RedisServer};
+    use support::redis_server::{store, unique_prefix, RedisServer};
     use tower_ratelimit::store::RedisStore;
-
-    async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
-        RedisStore::builder(server.url())
-            .prefix(prefix)
-            .deadline(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("connect")
-    }
 
     /// Polls `f` until it holds, for at most 5 s.
     async fn eventually(what: &str, mut f: impl FnMut() -> bool) {

@@ -8,20 +8,11 @@ use std::net::IpAddr;
 
 use http::{Request, StatusCode};
 use redis::AsyncCommands;
-use support::redis_server::{unique_prefix, RedisServer};
+use support::redis_server::{store, unique_prefix, RedisServer};
 use tower::{Layer, ServiceExt};
 use tower_ratelimit::key::KeyError;
 use tower_ratelimit::store::{Change, RedisStore, Store};
 use tower_ratelimit::{key, Algorithm, Policies, Policy, Quota, RateLimitLayer, RequestHead};
-
-async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
-    RedisStore::builder(server.url())
-        .prefix(prefix)
-        .deadline(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("connect")
-}
 
 async fn key_names(server: &RedisServer, prefix: &str) -> Vec<String> {
     let client = redis::Client::open(server.url()).unwrap();

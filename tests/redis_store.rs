@@ -10,22 +10,13 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use support::multi;
-use support::redis_server::{unique_prefix, RedisServer};
+use support::redis_server::{store, unique_prefix, RedisServer};
 use support::redis_tables::{self as tables, redis_time};
 use tower_ratelimit::store::{Change, RedisStore, Store};
 use tower_ratelimit::{Algorithm, Decisions, Outcome, Policies, Policy, Quota};
 
 /// Generous: these tests are about counting, not latency, and share a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(5);
-
-async fn store(server: &RedisServer, prefix: &str) -> RedisStore {
-    RedisStore::builder(server.url())
-        .prefix(prefix)
-        .deadline(DEADLINE)
-        .connect()
-        .await
-        .expect("connect")
-}
 
 async fn connection(server: &RedisServer) -> MultiplexedConnection {
     let client = redis::Client::open(server.url()).unwrap();

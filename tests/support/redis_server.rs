@@ -190,3 +190,14 @@ pub fn unique_prefix(test: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A store on `server` under `prefix`, with a deadline generous enough for a loaded
+/// machine: these tests are about counting, not latency.
+pub async fn store(server: &RedisServer, prefix: &str) -> tower_ratelimit::store::RedisStore {
+    tower_ratelimit::store::RedisStore::builder(server.url())
+        .prefix(prefix)
+        .deadline(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
+}
