@@ -262,15 +262,15 @@ async fn reference(
     }
 }
 
-/// The arguments of a call of the crate's script (`sha`, one key, the channel, one
-/// change) turned into one of `n` such changes on `n` random keys.
+/// The arguments of a call of the crate's script (`sha`, one key, the channel, one policy
+/// set, one change) turned into one of `n` such changes on `n` random keys.
 fn batch_of(one: &[String], n: usize) -> Vec<String> {
-    let (sha, key, change) = (&one[0], &one[2], &one[4..]);
+    let (sha, key, channel_and_set, change) = (&one[0], &one[2], &one[3..10], &one[10..]);
     let keys = (0..n).map(|i| format!("{key}:{i}:__rand_int__"));
     [sha.clone(), n.to_string()]
         .into_iter()
         .chain(keys)
-        .chain([one[3].clone()])
+        .chain(channel_and_set.iter().cloned())
         .chain((0..n).flat_map(|_| change.iter().cloned()))
         .collect()
 }
@@ -371,13 +371,13 @@ fn main() {
             let key = String::from_utf8(store.storage_key(&"redis-benchmark", &open_policy(), 0)).unwrap();
             let burst = open_policy()[0].quota().burst_size();
             let requests = (best * run.as_secs_f64()).max(100_000.0) as u64;
-            // The crate's script, one decision per call: the invalidation channel, then a
-            // charge (0) of cost 1 under one policy: algorithm 0 (token bucket), interval
-            // 1 us, burst, max_delay.
+            // The crate's script, one decision per call: the invalidation channel, one
+            // policy set of one policy (algorithm 0, the token bucket; interval 1 us; the
+            // burst; max_delay 0), then a charge (0) of cost 1 under set 0.
             let ours: Vec<String> = [store.script_sha().to_owned(), "1".into(), key, "ratelimit-bench:invalidate".into()]
                 .into_iter()
-                .chain(["0", "1", "1", "0", "1"].map(String::from))
-                .chain([burst.to_string(), "0".into()])
+                .chain(["1", "1", "0", "1"].map(String::from))
+                .chain([burst.to_string(), "0".into(), "0".into(), "1".into()])
                 .collect();
             let ours_16 = batch_of(&ours, 16);
             let ours = reference(&args.redis, &mut connection, ours, 1, requests).await;

@@ -63,6 +63,7 @@ impl Breaker {
     }
 
     /// What fails when it opens.
+    #[cfg(feature = "redis-cluster")]
     pub(super) fn what(&self) -> &str {
         &self.what
     }

@@ -20,6 +20,7 @@ pub(super) const SCRIPT: &str = concat!(
     include_str!("scripts/fixed_window.lua"),
     include_str!("scripts/sliding_window.lua"),
     include_str!("scripts/decide.lua"),
+    include_str!("scripts/call.lua"),
 );
 
 /// The script's name for each kind of state.
@@ -40,7 +41,7 @@ const MAX_SPAN_MICROS: u64 = 100 * 365 * 86_400 * 1_000_000;
 const MAX_EXACT: u64 = 1 << 53;
 
 /// A policy as the script takes it.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) struct Limits {
     kind: Kind,
     /// In whole microseconds: the emission interval (rounded up) for the buckets, the
@@ -146,11 +147,25 @@ impl Shared {
         let mut connection = self.connection.clone();
         let keys = batch.iter().flat_map(|entry| &entry.keys);
         let policies: usize = batch.iter().map(|entry| entry.limits.len()).sum();
-        let mut args = Vec::with_capacity(3 * batch.len() + 4 * policies);
+        // The policy sets the batch uses, each once, then each change by its set.
+        let mut sets: Vec<&[Limits]> = Vec::new();
+        let mut changes = Vec::with_capacity(2 * batch.len());
         for entry in batch {
-            args.extend(entry.change);
-            args.push(entry.limits.len() as u64);
-            for limits in &entry.limits {
+            let set = match sets.iter().position(|set| *set == &entry.limits[..]) {
+                Some(set) => set,
+                None => {
+                    sets.push(&entry.limits);
+                    sets.len() - 1
+                }
+            };
+            let [change, amount] = entry.change;
+            changes.extend([5 * set as u64 + change, amount]);
+        }
+        let mut args = Vec::with_capacity(1 + sets.len() * 5 + changes.len());
+        args.push(sets.len() as u64);
+        for set in &sets {
+            args.push(set.len() as u64);
+            for limits in *set {
                 args.extend([
                     limits.kind as u64,
                     limits.time,
@@ -159,6 +174,7 @@ impl Shared {
                 ]);
             }
         }
+        args.extend(changes);
         let call = |command: &str, script: &str| {
             let mut call = redis::cmd(command);
             call.arg(script).arg(policies);

@@ -5,6 +5,15 @@
 --   reset  allowed: time to the end of the window, 0 if nothing spent; denied: the same as
 --          the retry time, the end of the window
 -- Redis time plus P (at most 100 years) and 2 * burst stay below 2^53.
+
+-- The reply's reset: until the window ends, 0 if nothing is spent.
+local function fixed_window_reset(remaining, burst, window_end, now)
+  if remaining == burst then
+    return 0
+  end
+  return window_end - now
+end
+
 local function fixed_window_decide(state, now, period, burst, cost)
   local window = idiv(now, period)
   local count = 0
@@ -18,26 +27,22 @@ local function fixed_window_decide(state, now, period, burst, cost)
     end
   end
   local window_end = (window + 1) * period
-  local function reply(outcome, remaining, retry)
-    local reset = window_end - now
-    if remaining == burst then
-      reset = 0
-    end
-    return { outcome, remaining, reset, retry }
-  end
-
   if cost > burst then
-    return reply(2, math.max(burst - count, 0), 0), nil, nil, expires
+    local left = math.max(burst - count, 0)
+    return 2, left, fixed_window_reset(left, burst, window_end, now), 0, nil, nil, expires
   end
   if count + cost > burst then
-    return reply(1, math.max(burst - count, 0), window_end - now), nil, nil, expires
+    local left = math.max(burst - count, 0)
+    return 1, left, fixed_window_reset(left, burst, window_end, now), window_end - now, nil,
+      nil, expires
   end
   count = count + cost
+  local left = burst - count
+  local reset = fixed_window_reset(left, burst, window_end, now)
   if cost == 0 then
-    return reply(0, burst - count, 0), nil, nil, expires
+    return 0, left, reset, 0, nil, nil, expires
   end
-  return reply(0, burst - count, 0), string.format('%.0f:%.0f', window, count), window_end,
-    expires
+  return 0, left, reset, 0, string.format('%d:%d', window, count), window_end, expires
 end
 
 -- Gives back up to `units` spent in the current window.
@@ -50,7 +55,7 @@ local function fixed_window_refund(state, now, period, burst, units)
   if stored < idiv(now, period) then
     return nil
   end
-  return string.format('%.0f:%.0f', stored, math.max(counted - units, 0)),
+  return string.format('%d:%d', stored, math.max(counted - units, 0)),
     (stored + 1) * period
 end
 
@@ -63,7 +68,7 @@ local function fixed_window_penalize(state, now, period, burst, units)
       window, count = tonumber(stored), tonumber(counted)
     end
   end
-  return string.format('%.0f:%.0f', window, math.max(math.min(count + units, burst), count)),
+  return string.format('%d:%d', window, math.max(math.min(count + units, burst), count)),
     (window + 1) * period
 end
 

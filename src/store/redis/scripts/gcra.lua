@@ -1,20 +1,22 @@
+-- Quota present now, in whole units, for a request that does not pass: `base` is
+-- max(TAT, now), `tolerance` the bucket's depth.
+local function gcra_available(base, now, tolerance, interval)
+  return idiv(math.max(now + tolerance - base, 0), interval)
+end
+
 -- GCRA on a refilling quota (src/algorithm/gcra.rs, `decide`), shared by the token bucket
 -- and the shaper. The state is the TAT in microseconds of Redis time.
--- Returns the reply and the new TAT (nil when nothing is charged).
+-- Returns the reply's four integers and the new TAT (nil when nothing is charged).
 local function gcra(tat, now, interval, burst, cost)
   local tolerance = interval * burst
   local base = math.max(tat, now)
-  -- Quota present now, in whole units, for a request that does not pass.
-  local function available()
-    return idiv(math.max(now + tolerance - base, 0), interval)
-  end
   if cost > burst then
-    return { 2, available(), 0, 0 }, nil
+    return 2, gcra_available(base, now, tolerance, interval), 0, 0
   end
   local next_tat = base + cost * interval
   if next_tat > now + tolerance then
     local retry = next_tat - tolerance - now
-    return { 1, available(), retry, retry }, nil
+    return 1, gcra_available(base, now, tolerance, interval), retry, retry
   end
   local slack = now + tolerance - next_tat
   local left = idiv(slack, interval)
@@ -26,14 +28,14 @@ local function gcra(tat, now, interval, burst, cost)
   if cost == 0 then
     next_tat = nil
   end
-  return { 0, left, reset, 0 }, next_tat
+  return 0, left, reset, 0, next_tat
 end
 
 -- A TAT as the key's value; it lives exactly until the TAT, from then on saying no more
 -- than a missing key.
 local function tat_value(tat)
   if tat then
-    return string.format('%.0f', tat), tat
+    return string.format('%d', tat), tat
   end
 end
 
@@ -65,7 +67,7 @@ local function gcra_refund(state, now, interval, burst, units)
     if spent == 0 then
       return false
     end
-    return string.format('%.0f', spent), nil
+    return string.format('%d', spent), nil
   end
   if tat <= now then
     return nil
@@ -78,7 +80,7 @@ end
 local function gcra_penalize(state, now, interval, burst, units)
   local tat = tonumber(state or '0')
   if interval == 0 then
-    return string.format('%.0f', math.min(tat + units, burst)), nil
+    return string.format('%d', math.min(tat + units, burst)), nil
   end
   local latest = now + interval * burst + MAX_BLOCK
   return tat_value(math.min(math.max(tat, now) + units * interval, latest))

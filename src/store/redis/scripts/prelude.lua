@@ -1,6 +1,7 @@
 -- Shared by every script of tower-ratelimit's RedisStore (sent in front of each).
 -- All values are integers below 2^53, which Lua's doubles hold exactly; the Rust side
--- refuses quotas whose products could exceed that.
+-- refuses quotas whose products could exceed that. They are written with '%d' (a C long):
+-- exact, and far cheaper than '%.0f', which formats a double.
 
 -- Redis's clock in microseconds since the Unix epoch (about 2^51).
 local function now_micros()
@@ -32,11 +33,12 @@ local function px_until(at, now)
 end
 
 -- Every algorithm below is a function (state, now, time, burst, cost, max_delay) of a
--- key's value (false when missing) that writes nothing and returns:
---   reply        { outcome, remaining, reset, time }, integers, times in microseconds:
---                outcome 0 allowed (charged), 1 denied, 2 the cost exceeds the burst,
---                3 delayed (the shaper; time = the wait), 4 blocked (time = until the
---                block ends)
+-- key's value (false when missing) that writes nothing and returns, as seven values (no
+-- table: a batch decides many requests, and every table is work for the collector):
+--   outcome, remaining, reset, time
+--                the reply, integers, times in microseconds: outcome 0 allowed (charged),
+--                1 denied, 2 the cost exceeds the burst, 3 delayed (the shaper; time = the
+--                wait), 4 blocked (time = until the block ends)
 --   value        the key's new value if the request is charged, else nil
 --   lives_until  when that value stops saying anything (its expiry), nil to keep it
 --   expires      when the current value stops saying anything, for heal_ttl

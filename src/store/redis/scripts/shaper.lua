@@ -7,17 +7,16 @@
 -- Redis time plus burst * T + max_delay (at most 100 years) stays below 2^53.
 local function shaper_decide(state, now, interval, burst, cost, max_delay)
   local tat, expires = read_tat(state)
-  local reply, next_tat = gcra(tat, now, interval, burst, cost)
-  if reply[1] == 1 then
-    local wait = reply[4]
+  local outcome, remaining, reset, wait, next_tat = gcra(tat, now, interval, burst, cost)
+  if outcome == 1 then
     if wait > max_delay then
-      return { 1, reply[2], wait - max_delay, wait - max_delay }, nil, nil, expires
+      return 1, remaining, wait - max_delay, wait - max_delay, nil, nil, expires
     end
     next_tat = math.max(tat, now) + cost * interval
-    reply = { 3, 0, wait + interval, wait }
+    outcome, remaining, reset = 3, 0, wait + interval
   end
   local value, lives_until = tat_value(next_tat)
-  return reply, value, lives_until, expires
+  return outcome, remaining, reset, wait, value, lives_until, expires
 end
 
 local shaper = { decide = shaper_decide, refund = gcra_refund, penalize = gcra_penalize }

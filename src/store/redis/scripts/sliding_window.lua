@@ -7,6 +7,26 @@
 --   reset  allowed: time until one more unit is free, 0 if none used; denied: the same as
 --          the exact retry time
 -- Every product is at most burst * P, kept with (burst + 1) * P <= 2^53 by the Rust side.
+
+-- The units free now: `weight` is prev * (P - e), the previous window's part scaled by P.
+local function sliding_remaining(burst, weight, period, curr)
+  return math.max(burst - cdiv(weight, period) - curr, 0)
+end
+
+-- How long until the units in use drop to `target` or below, with no new admissions.
+local function sliding_wait(target, prev, curr, weight, period, elapsed)
+  if curr <= target then
+    -- prev decays through the rest of this window.
+    local room = (target - curr) * period
+    if weight <= room then
+      return 0
+    end
+    return period - idiv(room, prev) - elapsed
+  end
+  -- Only in the next window, where curr becomes the decaying prev.
+  return period - elapsed + period - idiv(target * period, curr)
+end
+
 local function sliding_window_decide(state, now, period, burst, cost)
   local index = idiv(now, period)
   local prev, curr = 0, 0
@@ -23,50 +43,27 @@ local function sliding_window_decide(state, now, period, burst, cost)
     end
   end
   local elapsed = now - index * period
-
-  -- prev * (P - e): the previous window's weight, scaled by P.
-  local function weight()
-    return prev * (period - elapsed)
-  end
-
-  local function remaining()
-    return math.max(burst - cdiv(weight(), period) - curr, 0)
-  end
-
-  -- How long until the units in use drop to `target` or below, with no new admissions.
-  local function wait_until_used(target)
-    if curr <= target then
-      -- prev decays through the rest of this window.
-      local room = (target - curr) * period
-      if weight() <= room then
-        return 0
-      end
-      return period - idiv(room, prev) - elapsed
-    end
-    -- Only in the next window, where curr becomes the decaying prev.
-    return period - elapsed + period - idiv(target * period, curr)
-  end
+  local weight = prev * (period - elapsed)
 
   if cost > burst then
-    return { 2, remaining(), 0, 0 }, nil, nil, expires
+    return 2, sliding_remaining(burst, weight, period, curr), 0, 0, nil, nil, expires
   end
   -- prev * (P - e) + (curr + cost) * P <= burst * P, without the larger sum.
-  if curr + cost > burst or weight() > (burst - curr - cost) * period then
-    local retry = wait_until_used(burst - cost)
-    return { 1, remaining(), retry, retry }, nil, nil, expires
+  if curr + cost > burst or weight > (burst - curr - cost) * period then
+    local retry = sliding_wait(burst - cost, prev, curr, weight, period, elapsed)
+    return 1, sliding_remaining(burst, weight, period, curr), retry, retry, nil, nil, expires
   end
   curr = curr + cost
-  local left = remaining()
+  local left = sliding_remaining(burst, weight, period, curr)
   local reset = 0
   if left ~= burst then
-    reset = wait_until_used(burst - left - 1)
+    reset = sliding_wait(burst - left - 1, prev, curr, weight, period, elapsed)
   end
-  local reply = { 0, left, reset, 0 }
   if cost == 0 then
-    return reply, nil, nil, expires
+    return 0, left, reset, 0, nil, nil, expires
   end
-  return reply, string.format('%.0f:%.0f:%.0f', index, prev, curr), (index + 2) * period,
-    expires
+  return 0, left, reset, 0, string.format('%d:%d:%d', index, prev, curr),
+    (index + 2) * period, expires
 end
 
 -- Gives back up to `units` spent in the current window.
@@ -79,7 +76,7 @@ local function sliding_window_refund(state, now, period, burst, units)
   if stored < idiv(now, period) then
     return nil
   end
-  return string.format('%.0f:%s:%.0f', stored, prev, math.max(tonumber(curr) - units, 0)),
+  return string.format('%d:%s:%d', stored, prev, math.max(tonumber(curr) - units, 0)),
     (stored + 2) * period
 end
 
@@ -95,7 +92,7 @@ local function sliding_window_penalize(state, now, period, burst, units)
       prev = tonumber(c)
     end
   end
-  return string.format('%.0f:%.0f:%.0f', index, prev, math.max(math.min(curr + units, burst), curr)),
+  return string.format('%d:%d:%d', index, prev, math.max(math.min(curr + units, burst), curr)),
     (index + 2) * period
 end
 

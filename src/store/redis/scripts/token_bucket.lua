@@ -10,21 +10,21 @@ local function token_bucket_decide(state, now, interval, burst, cost)
     local spent = tonumber(state or '0')
     local available = math.max(burst - spent, 0)
     if cost > burst then
-      return { 2, available, 0, 0 }
+      return 2, available, 0, 0
     end
     if cost > available then
-      return { 1, available, 0, 0 }
+      return 1, available, 0, 0
     end
     if cost == 0 then
-      return { 0, available, 0, 0 }
+      return 0, available, 0, 0
     end
     -- A spent allowance never comes back, so it is kept without a TTL.
-    return { 0, available - cost, 0, 0 }, string.format('%.0f', spent + cost), nil
+    return 0, available - cost, 0, 0, string.format('%d', spent + cost), nil
   end
   local tat, expires = read_tat(state)
-  local reply, next_tat = gcra(tat, now, interval, burst, cost)
+  local outcome, remaining, reset, time, next_tat = gcra(tat, now, interval, burst, cost)
   local value, lives_until = tat_value(next_tat)
-  return reply, value, lives_until, expires
+  return outcome, remaining, reset, time, value, lives_until, expires
 end
 
 local token_bucket = { decide = token_bucket_decide, refund = gcra_refund,
