@@ -1,8 +1,8 @@
 //! Decisions per second through `RedisStore` (batching its calls), beside `redis-benchmark`
 //! running the crate's script and the simplest GCRA script (one key per call, and the
 //! same script deciding 16 or 64 keys per call) on the same server, with what each costs
-//! Redis per decision (its own CPU time, from `INFO commandstats`); one hot key from 4
-//! stores; and the cost of a denial answered by the deny cache beside the in-process
+//! Redis per decision (its own CPU time, from `INFO commandstats`) and, for the store, what
+//! it costs the app (this process's CPU time); one hot key from 4 stores; and the cost of a denial answered by the deny cache beside the in-process
 //! store's. With `--cluster`, the same store on a Redis Cluster (no `redis-benchmark` run:
 //! it would call one node).
 //!
@@ -97,11 +97,23 @@ end
 return admitted
 "#;
 
-/// What a load achieved: decisions per second and the latency of one.
+/// What a load achieved: decisions per second, the latency of one, and this process's CPU
+/// time per decision (the app's side: the store, its batching and the Redis client).
 struct Load {
     rate: f64,
     p50: Duration,
     p99: Duration,
+    app_cpu: Duration,
+}
+
+/// The CPU time this process has used (user and system), from `/proc/self/stat`.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
+    // After the command name in parentheses: state is field 3, utime and stime 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on every Linux build that matters here.
+    Duration::from_millis(ticks * 10)
 }
 
 /// `concurrency` tasks charging through `stores` (task `i` through store `i % stores`),
@@ -142,9 +154,11 @@ async fn through_stores(
     tokio::time::sleep(run / 5).await; // warm up
     measuring.store(true, Relaxed);
     let start = Instant::now();
+    let cpu_start = process_cpu();
     tokio::time::sleep(run).await;
     measuring.store(false, Relaxed);
     let elapsed = start.elapsed();
+    let cpu = process_cpu() - cpu_start;
     stop.store(true, Relaxed);
     for task in tasks {
         task.await.unwrap();
@@ -156,6 +170,7 @@ async fn through_stores(
         rate: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: at(0.5),
         p99: at(0.99),
+        app_cpu: cpu / latencies.len() as u32,
     }
 }
 
@@ -165,22 +180,24 @@ async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
     client.get_multiplexed_async_connection().await.unwrap()
 }
 
-/// Redis's own CPU time in `EVALSHA` since the last reset, in microseconds.
-async fn evalsha_micros(connection: &mut redis::aio::MultiplexedConnection) -> f64 {
+/// Redis's own CPU time in script calls (`FCALL`, `EVALSHA`, `EVAL`) since the last
+/// reset, in microseconds.
+async fn script_micros(connection: &mut redis::aio::MultiplexedConnection) -> f64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(connection)
         .await
         .unwrap();
-    info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:"))
-        .and_then(|stats| {
+    ["cmdstat_fcall:", "cmdstat_evalsha:", "cmdstat_eval:"]
+        .iter()
+        .filter_map(|command| {
+            let stats = info.lines().find_map(|line| line.strip_prefix(command))?;
             let usec = stats
                 .split(',')
                 .find_map(|field| field.strip_prefix("usec="))?;
-            usec.parse().ok()
+            usec.parse::<f64>().ok()
         })
-        .unwrap_or(0.0)
+        .sum()
 }
 
 async fn reset_stats(connection: &mut redis::aio::MultiplexedConnection) {
@@ -191,9 +208,9 @@ async fn reset_stats(connection: &mut redis::aio::MultiplexedConnection) {
         .unwrap();
 }
 
-/// `redis-benchmark -P 16 -c 50 -r 1000000` calling `EVALSHA` with `script_args`: calls per
-/// second, and the command as run.
-fn redis_benchmark(url: &str, script_args: &[String], requests: u64) -> (String, f64) {
+/// `redis-benchmark -P 16 -c 50 -r 1000000` calling `script_call` (`FCALL` or `EVALSHA`
+/// and its arguments): calls per second, and the command as run.
+fn redis_benchmark(url: &str, script_call: &[String], requests: u64) -> (String, f64) {
     let address = url.trim_start_matches("redis://");
     let (host, port) = address.split_once(':').unwrap_or((address, "6379"));
     let port = port.trim_end_matches('/');
@@ -215,12 +232,11 @@ fn redis_benchmark(url: &str, script_args: &[String], requests: u64) -> (String,
     let output = Command::new(command[0])
         .args(&command[1..])
         .args(["-n", &requests])
-        .arg("EVALSHA")
-        .args(script_args)
+        .args(script_call)
         .output()
         .expect("redis-benchmark is installed");
     let text = String::from_utf8_lossy(&output.stdout);
-    // "EVALSHA ...: 171232.88 requests per second, p50=..." (after carriage-return updates)
+    // "FCALL ...: 171232.88 requests per second, p50=..." (after carriage-return updates)
     let rate = text
         .rsplit('\r')
         .chain(text.lines())
@@ -230,9 +246,9 @@ fn redis_benchmark(url: &str, script_args: &[String], requests: u64) -> (String,
         })
         .unwrap_or_else(|| panic!("unexpected redis-benchmark output: {text}"));
     let shown = format!(
-        "{} -n {requests} EVALSHA {}",
+        "{} -n {requests} {}",
         command.join(" "),
-        script_args.join(" ")
+        script_call.join(" ")
     );
     (shown, rate)
 }
@@ -254,7 +270,7 @@ async fn reference(
 ) -> Reference {
     reset_stats(connection).await;
     let (command, calls) = redis_benchmark(url, &script_args, requests);
-    let micros = evalsha_micros(connection).await;
+    let micros = script_micros(connection).await;
     Reference {
         command,
         decisions: calls * per_call as f64,
@@ -262,13 +278,14 @@ async fn reference(
     }
 }
 
-/// The arguments of a call of the crate's script (`sha`, one key, the channel, one policy
+/// A call of the crate's function (`FCALL`, its name, one key, the channel, one policy
 /// set, one change) turned into one of `n` such changes on `n` random keys.
 fn batch_of(one: &[String], n: usize) -> Vec<String> {
-    let (sha, key, channel_and_set, change) = (&one[0], &one[2], &one[3..10], &one[10..]);
+    let (call, key, channel_and_set, change) = (&one[..2], &one[3], &one[4..11], &one[11..]);
     let keys = (0..n).map(|i| format!("{key}:{i}:__rand_int__"));
-    [sha.clone(), n.to_string()]
-        .into_iter()
+    call.iter()
+        .cloned()
+        .chain([n.to_string()])
         .chain(keys)
         .chain(channel_and_set.iter().cloned())
         .chain((0..n).flat_map(|_| change.iter().cloned()))
@@ -345,36 +362,40 @@ fn main() {
         for concurrency in [1, 16, 64, 256, 1024] {
             reset_stats(&mut connection).await;
             let load = through_stores(single, concurrency, false, run).await;
-            let micros = evalsha_micros(&mut connection).await;
+            let micros = script_micros(&mut connection).await;
+            // Warm-up and measured decisions together: about 1.2 runs.
+            let redis_cpu = micros / (load.rate * 1.2 * run.as_secs_f64());
             if load.rate > best {
                 best = load.rate;
-                // Warm-up and measured decisions together: about 1.2 runs.
-                cpu = micros / (load.rate * 1.2 * run.as_secs_f64());
+                cpu = redis_cpu;
             }
             println!(
-                "  concurrency {concurrency:>4}: {:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us",
+                "  concurrency {concurrency:>4}: {:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us; CPU per decision: Redis {redis_cpu:.2} us, app {:.2} us",
                 load.rate,
                 load.p50.as_secs_f64() * 1e6,
-                load.p99.as_secs_f64() * 1e6
+                load.p99.as_secs_f64() * 1e6,
+                load.app_cpu.as_secs_f64() * 1e6
             );
         }
         let stores = [store.clone(), connect().await, connect().await, connect().await];
         let hot = through_stores(&stores, 256, true, run).await;
         println!(
-            "  one hot key, 4 stores x 64 tasks: {:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us",
+            "  one hot key, 4 stores x 64 tasks: {:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us; app CPU {:.2} us per decision",
             hot.rate,
             hot.p50.as_secs_f64() * 1e6,
-            hot.p99.as_secs_f64() * 1e6
+            hot.p99.as_secs_f64() * 1e6,
+            hot.app_cpu.as_secs_f64() * 1e6
         );
 
         if args.cluster.is_empty() {
             let key = String::from_utf8(store.storage_key(&"redis-benchmark", &open_policy(), 0)).unwrap();
             let burst = open_policy()[0].quota().burst_size();
             let requests = (best * run.as_secs_f64()).max(100_000.0) as u64;
-            // The crate's script, one decision per call: the invalidation channel, one
-            // policy set of one policy (algorithm 0, the token bucket; interval 1 us; the
-            // burst; max_delay 0), then a charge (0) of cost 1 under set 0.
-            let ours: Vec<String> = [store.script_sha().to_owned(), "1".into(), key, "ratelimit-bench:invalidate".into()]
+            // The crate's script as the store calls it, one decision per call: the
+            // invalidation channel, one policy set of one policy (algorithm 0, the token
+            // bucket; interval 1 us; the burst; max_delay 0), then a charge (0) of cost 1
+            // under set 0.
+            let ours: Vec<String> = ["FCALL".into(), store.function_name().to_owned(), "1".into(), key, "ratelimit-bench:invalidate".into()]
                 .into_iter()
                 .chain(["1", "1", "0", "1"].map(String::from))
                 .chain([burst.to_string(), "0".into(), "0".into(), "1".into()])
@@ -393,7 +414,7 @@ fn main() {
                     true => "bench:hot".to_owned(),
                     false => format!("bench:{i}:__rand_int__"),
                 };
-                [sha.clone(), keys.to_string()]
+                ["EVALSHA".into(), sha.clone(), keys.to_string()]
                     .into_iter()
                     .chain((0..keys).map(key))
                     .chain(["1".into(), burst.to_string()])

@@ -255,8 +255,9 @@ async fn several_policies_stay_atomic_on_every_master() {
     assert_eq!(refused.unwrap()[1].remaining, 0);
 }
 
-/// `SCRIPT FLUSH` on every master, over and over, while 4 stores decide: each node that no
-/// longer knows a script gets it once with `EVAL`, and nothing is counted twice.
+/// `FUNCTION FLUSH` and `SCRIPT FLUSH` on every master, over and over, while 4 stores
+/// decide: each node that no longer knows the library gets it again, and nothing is
+/// counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_flushes_on_every_node_are_invisible() {
     let _alone = ALONE.lock().await;
@@ -270,8 +271,13 @@ async fn script_flushes_on_every_node_are_invisible() {
     let flusher = tokio::spawn(async move {
         for _ in 0..50 {
             for master in &mut masters {
-                let _: () = redis::cmd("SCRIPT")
+                let _: () = redis::pipe()
+                    .cmd("FUNCTION")
                     .arg("FLUSH")
+                    .ignore()
+                    .cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .ignore()
                     .query_async(master)
                     .await
                     .unwrap();

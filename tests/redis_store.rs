@@ -318,8 +318,9 @@ fn decision_retry(decision: &Decisions) -> Duration {
     }
 }
 
-/// `SCRIPT FLUSH` while 4 stores decide: every call is answered (reloaded once on
-/// `NOSCRIPT`), and exactly `burst` are admitted: nothing is counted twice.
+/// `FUNCTION FLUSH` and `SCRIPT FLUSH` while 4 stores decide: every call is answered
+/// (the library loaded again where Redis no longer knows it), and exactly `burst` are
+/// admitted: nothing is counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn script_flush_mid_run_is_invisible() {
     let server = RedisServer::start();
@@ -328,8 +329,13 @@ async fn script_flush_mid_run_is_invisible() {
     let policy = policy(Quota::per_hour(1).burst(400));
     let flusher = tokio::spawn(async move {
         for _ in 0..50 {
-            let _: () = redis::cmd("SCRIPT")
+            let _: () = redis::pipe()
+                .cmd("FUNCTION")
                 .arg("FLUSH")
+                .ignore()
+                .cmd("SCRIPT")
+                .arg("FLUSH")
+                .ignore()
                 .query_async(&mut connection)
                 .await
                 .unwrap();
@@ -352,6 +358,50 @@ async fn script_flush_mid_run_is_invisible() {
             .remaining,
         0
     );
+}
+
+/// A Redis without functions (as before 7.0: the commands are gone) gets the script with
+/// `EVALSHA`: the same exact answers, and the script reloaded after `SCRIPT FLUSH`.
+#[tokio::test]
+async fn a_redis_without_functions_runs_the_script() {
+    let disabled = ["FUNCTION", "FCALL"].map(|command| ["--rename-command", command, ""]);
+    let disabled: Vec<String> = disabled.concat().into_iter().map(String::from).collect();
+    let server = RedisServer::start_with(&disabled);
+    let store = store(&server, &unique_prefix("no-functions")).await;
+    let policy = policy(Quota::per_hour(1).burst(3));
+    let mut connection = connection(&server).await;
+    for round in 0..2 {
+        for i in 0..3 {
+            let decision = &store
+                .apply(&round, Change::Charge(1), &policy)
+                .await
+                .unwrap()[0];
+            assert_eq!(
+                (decision.outcome, decision.remaining),
+                (Outcome::Allowed, 2 - i)
+            );
+        }
+        let refused = &store
+            .apply(&round, Change::Charge(1), &policy)
+            .await
+            .unwrap()[0];
+        assert!(
+            matches!(refused.outcome, Outcome::Denied { .. }),
+            "{refused:?}"
+        );
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(info.contains("cmdstat_evalsha:"), "{info}");
+    assert!(!info.contains("cmdstat_fcall:"), "{info}");
 }
 
 /// Hostile keys: 1 MiB, binary, braces. Each gets its own bucket, under a short key name
@@ -638,11 +688,13 @@ async fn a_batch_answers_each_change_as_calls_one_by_one_would() {
             .query_async(&mut stats)
             .await
             .unwrap();
-        let calls: usize = info
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-            .and_then(|rest| rest.split(',').next()?.parse().ok())
-            .unwrap();
+        let calls: usize = ["cmdstat_fcall:calls=", "cmdstat_evalsha:calls="]
+            .iter()
+            .filter_map(|stat| {
+                let rest = info.lines().find_map(|line| line.strip_prefix(stat))?;
+                rest.split(',').next()?.parse::<usize>().ok()
+            })
+            .sum();
         // Two calls may leave alone before the rest gather behind them (and the stores'
         // heartbeats are script calls too): far fewer calls than changes.
         assert!(

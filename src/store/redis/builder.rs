@@ -1,5 +1,6 @@
 //! [`RedisStoreBuilder`]: a store's settings, and connecting.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use super::clients::Clients;
 use super::connection::{Connection, Target};
 use super::deny_cache::DenyCaches;
 use super::heartbeat::Heartbeat;
-use super::script::SCRIPT;
+use super::script;
 use super::{invalidation, RedisStore, Shared};
 use crate::clock::MonotonicClock;
 use crate::store::{QuotaBoard, StoreError, StoreErrorKind};
@@ -127,12 +128,7 @@ impl RedisStoreBuilder {
         let connecting = async {
             let connection = self.target.connect(&clients, self.deadline).await;
             let mut connection = connection.map_err(failed)?;
-            let sha: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(SCRIPT)
-                .query_async(&mut connection)
-                .await
-                .map_err(failed)?;
+            let functions = script::load(&mut connection).await.map_err(failed)?;
             // Not every Redis lets clients read its configuration (managed services).
             let policy: Option<Vec<String>> = redis::cmd("CONFIG")
                 .arg("GET")
@@ -141,17 +137,16 @@ impl RedisStoreBuilder {
                 .await
                 .ok();
             let policy = policy.and_then(|reply| reply.into_iter().nth(1));
-            Ok::<_, StoreError>((connection, sha, policy))
+            Ok::<_, StoreError>((connection, functions, policy))
         };
         let timeout = self.connect_timeout;
-        let (connection, sha, policy) =
-            tokio::time::timeout(timeout, connecting)
-                .await
-                .map_err(|_| {
-                    let message =
-                        format!("Redis did not answer within the connect timeout ({timeout:?})");
-                    StoreError::new(StoreErrorKind::Timeout, message)
-                })??;
+        let (connection, functions, policy) = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| {
+                let message =
+                    format!("Redis did not answer within the connect timeout ({timeout:?})");
+                StoreError::new(StoreErrorKind::Timeout, message)
+            })??;
         if let Some(policy) = policy.as_deref().filter(|&policy| policy != "noeviction") {
             tracing::warn!(
                 maxmemory_policy = policy,
@@ -159,7 +154,7 @@ impl RedisStoreBuilder {
                  limits silently; prefer `maxmemory-policy noeviction` (or a Redis of their own)"
             );
         }
-        let store = self.build(connection, sha, policy);
+        let store = self.build(connection, functions, policy);
         store.shared.listener.subscribed().await;
         Ok(store)
     }
@@ -188,8 +183,7 @@ impl RedisStoreBuilder {
         let connection = connection.map_err(|e| {
             StoreError::new(StoreErrorKind::Misconfigured, "cannot use Redis").with_source(e)
         })?;
-        let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
-        Ok(self.build(connection, sha, None))
+        Ok(self.build(connection, true, None))
     }
 
     /// How the store's clients are made: with the TLS certificates, read.
@@ -218,7 +212,7 @@ impl RedisStoreBuilder {
     fn build(
         self,
         connection: Connection,
-        sha: String,
+        functions: bool,
         maxmemory_policy: Option<String>,
     ) -> RedisStore {
         let channel = invalidation::channel(&self.prefix);
@@ -239,7 +233,7 @@ impl RedisStoreBuilder {
         RedisStore {
             shared: Arc::new(Shared {
                 connection,
-                sha,
+                functions: AtomicBool::new(functions),
                 prefix: self.prefix,
                 deadline: self.deadline,
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),

@@ -23,6 +23,7 @@ mod tls;
 
 use std::fmt;
 use std::hash::Hash;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use self::deny_cache::{DenyCache, DenyCaches};
 use self::heartbeat::Heartbeat;
 use self::invalidation::Listener;
 pub use self::key::RedisKey;
+use self::script::CODE;
 #[cfg(feature = "redis-tls")]
 pub use self::tls::Pem;
 use super::{QuotaBoard, StoreError};
@@ -71,8 +73,11 @@ use crate::Policies;
 ///   it would say no more than a missing key: until its TAT, the end of its window, or for
 ///   a sliding window the end of the next one. A [fixed](crate::Quota::fixed) quota never
 ///   refills, so its spent count is kept **without a TTL**.
-/// * **Calls**: `EVALSHA`; on `NOSCRIPT` (restart, failover, `SCRIPT FLUSH`) the script is
-///   sent with `EVAL` once. A call that timed out or failed on the connection is never
+/// * **Calls**: `FCALL` of a function library the store loads (Redis 7 and later: its
+///   functions are defined once, not on every call as with `EVAL`); where Redis does not
+///   know it (restart without persistence, `FUNCTION FLUSH`, a new node) it is loaded
+///   again and the call sent again. On a Redis without functions, `EVALSHA`, and on
+///   `NOSCRIPT` the script is sent with `EVAL` once. A call that timed out or failed on the connection is never
 ///   sent again, since it may have counted.
 /// * **Batches** (group commit): while calls are under way (two at most per server, or
 ///   per hash tag on a Cluster), the changes that arrive meanwhile wait and leave
@@ -136,8 +141,9 @@ pub struct RedisStore {
 
 struct Shared {
     connection: Connection,
-    /// The SHA-1 of the script.
-    sha: String,
+    /// Whether calls go through the function library (`FCALL`): unless Redis has no
+    /// functions (before 7.0) or forbids them.
+    functions: AtomicBool,
     prefix: String,
     deadline: Duration,
     in_flight: Arc<Semaphore>,
@@ -193,16 +199,24 @@ impl RedisStore {
         self.shared.maxmemory_policy.as_deref()
     }
 
-    /// The SHA-1 of the script, as `EVALSHA` names it. One call applies a batch of
-    /// changes. Its arguments: `KEYS`, one per policy of each change, change after
-    /// change; `ARGV`, the invalidation channel, then for each change its code (0 charge,
-    /// 1 reset, 2 refund, 3 penalize, 4 block), its amount (cost, units, or
-    /// microseconds) and its number of policies, and for each policy its algorithm (0
-    /// token bucket, 1 shaper, 2 fixed window, 3 sliding window), emission interval or
-    /// period in whole microseconds, burst, and the shaper's `max_delay` in microseconds
-    /// (else 0). `scripts/decide.lua` documents the reply.
+    /// The SHA-1 of the script, as `EVALSHA` names it (on a Redis without functions).
+    /// One call applies a batch of changes. Its arguments: `KEYS`, one per policy of each
+    /// change, change after change; `ARGV`, the invalidation channel, the number of
+    /// policy sets, and each set: its number of policies, then for each policy its
+    /// algorithm (0 token bucket, 1 shaper, 2 fixed window, 3 sliding window), emission
+    /// interval or period in whole microseconds, burst, and the shaper's `max_delay` in
+    /// microseconds (else 0); then two numbers per change: 5 × its set (from 0) + its code
+    /// (0 charge, 1 reset, 2 refund, 3 penalize, 4 block), and its amount (cost, units, or
+    /// microseconds). `scripts/decide.lua` documents the reply.
     pub fn script_sha(&self) -> &str {
-        &self.shared.sha
+        &CODE.sha
+    }
+
+    /// The name of the same script as a function, as `FCALL` names it (Redis 7 and
+    /// later): the store loads it as a library of that name and calls it, with the
+    /// arguments of [`script_sha`](Self::script_sha).
+    pub fn function_name(&self) -> &str {
+        &CODE.name
     }
 }
 

@@ -1,17 +1,20 @@
 //! The one script every change runs, and how its arguments and replies are written.
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{ErrorKind, RedisResult, ServerErrorKind};
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 
 use super::batch::Entry;
 use super::Shared;
 use crate::store::{Change, StoreError, StoreErrorKind};
 use crate::{Algorithm, Decision, Outcome, Policy, Quota};
 
-/// The one script every decision runs: the shared prelude (Redis time, exact integer
-/// division), one function per algorithm, and `decide.lua`, which checks every policy of a
-/// key and charges all of them or none.
+/// The one script every decision runs, for `EVAL`: the shared prelude (Redis time, exact
+/// integer division), one function per algorithm, `decide.lua`, which checks every policy
+/// of a key and charges all of them or none, and a call of `decide`.
 pub(super) const SCRIPT: &str = concat!(
     include_str!("scripts/prelude.lua"),
     include_str!("scripts/gcra.lua"),
@@ -22,6 +25,76 @@ pub(super) const SCRIPT: &str = concat!(
     include_str!("scripts/decide.lua"),
     include_str!("scripts/call.lua"),
 );
+
+/// The script as Redis runs it, made once.
+pub(super) struct Code {
+    /// The SHA-1 of [`SCRIPT`], as `EVALSHA` names it.
+    pub(super) sha: String,
+    /// The function library's name and its one function's (`decide`): the SHA-1's first
+    /// 16 digits, so that app servers running different versions never share one.
+    pub(super) name: String,
+    /// The same code as a function library (Redis 7 and later), defined once when it is
+    /// loaded, where `EVAL` defines every function again on each call.
+    library: String,
+}
+
+pub(super) static CODE: LazyLock<Code> = LazyLock::new(|| {
+    let sha = redis::Script::new(SCRIPT).get_hash().to_owned();
+    let name = format!("tower_ratelimit_{}", &sha[..16]);
+    let body = SCRIPT
+        .strip_suffix(include_str!("scripts/call.lua"))
+        .expect("the script ends with its call");
+    let library = format!("#!lua name={name}\n{body}\nredis.register_function('{name}', decide)\n");
+    Code { sha, name, library }
+});
+
+/// Loads the script on the server behind `connection`: as a function library if Redis
+/// has functions, else as a script. Returns whether it has functions.
+pub(super) async fn load(connection: &mut impl ConnectionLike) -> RedisResult<bool> {
+    match load_library(connection).await {
+        Ok(()) => Ok(true),
+        Err(e) if refused(&e) => {
+            let _: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SCRIPT)
+                .query_async(connection)
+                .await?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn load_library(connection: &mut impl ConnectionLike) -> RedisResult<()> {
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(&CODE.library)
+        .query_async::<redis::Value>(connection)
+        .await
+        .map(drop)
+}
+
+/// Redis refused a command it does not have (before 7.0) or lets no one run here: it ran
+/// nothing.
+fn refused(error: &RedisError) -> bool {
+    match error.code() {
+        Some("NOPERM") => true,
+        Some("ERR") => error
+            .detail()
+            .is_some_and(|detail| detail.starts_with("unknown command")),
+        _ => false,
+    }
+}
+
+/// Redis does not know the function (a restart without persistence, `FUNCTION FLUSH`, a
+/// new node): it ran nothing.
+fn function_missing(error: &RedisError) -> bool {
+    error.code() == Some("ERR")
+        && error
+            .detail()
+            .is_some_and(|detail| detail.starts_with("Function not found"))
+}
 
 /// The script's name for each kind of state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,8 +214,9 @@ impl Limits {
 }
 
 impl Shared {
-    /// One script call for a batch of changes: `EVALSHA`, or `EVAL` once if Redis does
-    /// not know the script.
+    /// One script call for a batch of changes: `FCALL`, or, if Redis does not know the
+    /// library, `EVAL` once after loading it again; on a Redis without functions,
+    /// `EVALSHA`, or `EVAL` once if Redis does not know the script.
     pub(super) async fn call(&self, batch: &[Entry]) -> RedisResult<Vec<u64>> {
         let mut connection = self.connection.clone();
         let keys = batch.iter().flat_map(|entry| &entry.keys);
@@ -184,12 +258,30 @@ impl Shared {
             call.arg(&self.channel).arg(&args);
             call
         };
-        match call("EVALSHA", &self.sha)
+        // Every refusal below comes before Redis ran anything, so the call is sent again.
+        if self.functions.load(Relaxed) {
+            match call("FCALL", &CODE.name).query_async(&mut connection).await {
+                Err(e) if function_missing(&e) => {
+                    // Loaded for the calls to come; this one sends the code itself, since
+                    // Redis may forget the library again before it arrives.
+                    if let Err(e) = load_library(&mut connection).await {
+                        if !refused(&e) {
+                            return Err(e);
+                        }
+                        self.functions.store(false, Relaxed);
+                    }
+                    return call("EVAL", SCRIPT).query_async(&mut connection).await;
+                }
+                // No functions on this Redis: scripts from now on.
+                Err(e) if refused(&e) => self.functions.store(false, Relaxed),
+                reply => return reply,
+            }
+        }
+        match call("EVALSHA", &CODE.sha)
             .query_async(&mut connection)
             .await
         {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                // Not run: Redis refused the call before running anything.
                 call("EVAL", SCRIPT).query_async(&mut connection).await
             }
             reply => reply,

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::clients::Clients;
 use super::connection::{manager, Target, CONNECTION_TIMEOUT};
-use super::script::SCRIPT;
+use super::script;
 use super::{RedisStore, RedisStoreBuilder};
 use crate::store::StoreError;
 
@@ -230,11 +230,7 @@ impl Finder {
                     "the server Sentinel names as the master is not one (yet)",
                 )));
             }
-            let _: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(SCRIPT)
-                .query_async(&mut manager)
-                .await?;
+            script::load(&mut manager).await?;
             Ok(manager)
         };
         let manager = tokio::time::timeout(2 * CONNECTION_TIMEOUT, connecting)

@@ -26,7 +26,6 @@
 -- change.
 local algorithms = { [0] = token_bucket, [1] = shaper, [2] = fixed_window,
   [3] = sliding_window }
-local byte = string.byte
 
 -- The call under way (set by `decide`): its keys and arguments, its instant, and its channel.
 local keys, args, now, channel
@@ -66,7 +65,7 @@ end
 
 -- A stored value as (until when it is blocked or 0, the state or false).
 local function unwrap(value)
-  if value and byte(value) == 98 then -- 'b'
+  if value and string.byte(value) == 98 then -- 'b'
     local blocked, state = string.match(value, '^b(%d+);(.*)$')
     if state == '' then
       state = false

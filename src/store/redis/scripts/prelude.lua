@@ -1,4 +1,6 @@
--- Shared by every script of tower-ratelimit's RedisStore (sent in front of each).
+-- Shared by every script of tower-ratelimit's RedisStore (sent in front of each). Loaded
+-- as a function library, its top level may only define functions and tables: Redis lets
+-- the libraries (string, math, redis.call) be used only when a function runs.
 -- All values are integers below 2^53, which Lua's doubles hold exactly; the Rust side
 -- refuses quotas whose products could exceed that. They are written with '%d' (a C long):
 -- exact, and far cheaper than '%.0f', which formats a double.
