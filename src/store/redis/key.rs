@@ -154,9 +154,7 @@ pub(super) fn storage_key<K: RedisKey + ?Sized>(
         }
         digest.update(&raw);
         out.push(b'#');
-        for byte in digest.finalize() {
-            let _ = write!(VecWriter(&mut out), "{byte:02x}");
-        }
+        push_hex(&mut out, &digest.finalize());
     } else {
         if !namespace.is_empty() {
             out.extend_from_slice(namespace.as_bytes());
@@ -164,8 +162,20 @@ pub(super) fn storage_key<K: RedisKey + ?Sized>(
         }
         out.extend_from_slice(&raw);
     }
-    let _ = write!(VecWriter(&mut out), "}}:{fingerprint:016x}");
+    out.extend_from_slice(b"}:");
+    push_hex(&mut out, &fingerprint.to_be_bytes());
     out
+}
+
+/// Appends `bytes` as lowercase hex digits (without `fmt`: every decision writes its keys).
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &byte in bytes {
+        out.extend_from_slice(&[
+            DIGITS[usize::from(byte >> 4)],
+            DIGITS[usize::from(byte & 15)],
+        ]);
+    }
 }
 
 /// `fmt::Write` into a byte vector.
