@@ -106,6 +106,20 @@ struct Load {
     app_cpu: Duration,
 }
 
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        write!(
+            f,
+            "{:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us; per decision: app CPU {:.2} us",
+            self.rate,
+            micros(self.p50),
+            micros(self.p99),
+            micros(self.app_cpu)
+        )
+    }
+}
+
 /// The CPU time this process has used (user and system), from `/proc/self/stat`.
 fn process_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
@@ -369,23 +383,11 @@ fn main() {
                 best = load.rate;
                 cpu = redis_cpu;
             }
-            println!(
-                "  concurrency {concurrency:>4}: {:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us; CPU per decision: Redis {redis_cpu:.2} us, app {:.2} us",
-                load.rate,
-                load.p50.as_secs_f64() * 1e6,
-                load.p99.as_secs_f64() * 1e6,
-                load.app_cpu.as_secs_f64() * 1e6
-            );
+            println!("  concurrency {concurrency:>4}: {load}, Redis CPU {redis_cpu:.2} us");
         }
         let stores = [store.clone(), connect().await, connect().await, connect().await];
         let hot = through_stores(&stores, 256, true, run).await;
-        println!(
-            "  one hot key, 4 stores x 64 tasks: {:>9.0} decisions/s, p50 {:>6.0} us, p99 {:>6.0} us; app CPU {:.2} us per decision",
-            hot.rate,
-            hot.p50.as_secs_f64() * 1e6,
-            hot.p99.as_secs_f64() * 1e6,
-            hot.app_cpu.as_secs_f64() * 1e6
-        );
+        println!("  one hot key, 4 stores x 64 tasks: {hot}");
 
         if args.cluster.is_empty() {
             let key = String::from_utf8(store.storage_key(&"redis-benchmark", &open_policy(), 0)).unwrap();
