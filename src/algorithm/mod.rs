@@ -62,7 +62,7 @@ pub const MAX_BLOCK: std::time::Duration = std::time::Duration::from_secs(100 * 
 impl Algorithm {
     /// Decides a request of `cost` at `now` (nanoseconds) against `state`. Returns the new
     /// state when the request changed it (an admission with a cost above zero).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn decide(
         self,
         state: u64,

@@ -243,16 +243,16 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     pub(crate) fn decide_now(&self, key: &K, change: Change, policies: &Policies) -> Decisions {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
-        let key = self.digest(key);
         // The common case: a charge under one policy, no block or set anywhere.
-        if let (Change::Charge(_), 1, 0, false) = (
+        if let (Change::Charge(cost), 1, 0, false) = (
             change,
             policies.len(),
             shared.blocked.load(Relaxed),
             shared.any_grouped.load(Relaxed),
         ) {
-            return self.apply_one(key, change, policies, now);
+            return self.charge_one(key, cost, policies, now);
         }
+        let key = self.digest(key);
         let block = match change {
             Change::Block(duration) => Some(self.block(key, policies, now, duration)),
             Change::Reset => {
@@ -296,6 +296,34 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
                 .unwrap_or_else(|e| e.into_inner())
                 .grouped
                 .contains_key(&(policies.fingerprint() as u32))
+    }
+
+    /// A charge under one policy: for a known key, a compare-and-swap loop with the
+    /// algorithm inlined.
+    #[inline]
+    fn charge_one(&self, key: &K, cost: u64, policies: &Policies, now: u64) -> Decisions {
+        let slot = Slot {
+            policy: policies.fingerprint() as u32,
+            key: self.digest(key),
+        };
+        let Some(word) = self.shared.states.get(&slot) else {
+            return self.apply_one(slot.key, Change::Charge(cost), policies, now);
+        };
+        let policy = &policies[0];
+        let decide = |state| policy.algorithm().decide(state, now, cost, policy.quota());
+        let mut current = word.load(Relaxed);
+        // The loop needs only the next state; the decision is computed once, after it,
+        // from the state it was decided on.
+        let decided = loop {
+            let Some(next) = decide(current).1 else {
+                break current;
+            };
+            match word.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+                Ok(_) => break current,
+                Err(actual) => current = actual,
+            }
+        };
+        decide(decided).0.into()
     }
 
     /// One policy: a compare-and-swap loop on its word, or a new word.
