@@ -21,9 +21,8 @@
 //! Times are rounded up so a client that waits as told is never early. `w` and `t` are
 //! left out for a quota that never refills, and so is `Retry-After`.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,46 +59,42 @@ pub(crate) struct HeaderWriter {
     which: RateLimitHeaders,
     /// `"<name>";r=` per policy, the start of its item in the `RateLimit` field.
     item_starts: Box<[String]>,
+    /// The `RateLimit-Policy` field.
     policy: HeaderValue,
-    /// For a layer's single policy, its name in the per-thread cache of `RateLimit`
-    /// fields: a layer answers the same few over and over.
-    cache_id: Option<u64>,
-}
-
-/// Recently written `RateLimit` fields of single policies, per thread (no lock, no
-/// contention), direct-mapped.
-struct FieldCache([Option<(FieldKey, HeaderValue)>; FIELD_SLOTS]);
-
-/// A field's writer, `r`, and `t + 1` (0: no `t`).
-type FieldKey = (u64, u64, u64);
-
-const FIELD_SLOTS: usize = 256;
-
-thread_local! {
-    static FIELDS: RefCell<FieldCache> = const { RefCell::new(FieldCache([const { None }; FIELD_SLOTS])) };
+    /// `X-RateLimit-Limit` per policy: its burst.
+    limits: Box<[HeaderValue]>,
 }
 
 impl HeaderWriter {
+    /// A layer's writer: its constant values are static text, so that writing them
+    /// copies a pointer (a shared value would count references atomically, on every
+    /// response and from every thread).
     pub(crate) fn new(which: RateLimitHeaders, policies: &Policies) -> Self {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-        let mut writer = Self::uncached(which, policies);
-        if policies.len() == 1 {
-            writer.cache_id = Some(NEXT_ID.fetch_add(1, Relaxed));
-        }
-        writer
+        Self::with_values(which, policies, interned)
     }
 
-    /// A writer that formats every field afresh, for policies picked per request.
-    fn uncached(which: RateLimitHeaders, policies: &Policies) -> Self {
+    /// The same header sets for other policies (picked per request).
+    pub(crate) fn for_policies(&self, policies: &Policies) -> Self {
+        Self::with_values(self.which, policies, |text| {
+            HeaderValue::from_str(text).expect("policy names are sf-strings")
+        })
+    }
+
+    fn with_values(
+        which: RateLimitHeaders,
+        policies: &Policies,
+        value: fn(&str) -> HeaderValue,
+    ) -> Self {
         let items: Vec<String> = policies.iter().map(policy_item).collect();
+        let limit = |policy: &Policy| value(&policy.quota().burst_size().to_string());
         Self {
             which,
             item_starts: policies
                 .iter()
                 .map(|policy| format!("{};r=", sf_string(policy.name())))
                 .collect(),
-            policy: HeaderValue::try_from(items.join(", ")).expect("policy names are sf-strings"),
-            cache_id: None,
+            policy: value(&items.join(", ")),
+            limits: policies.iter().map(limit).collect(),
         }
     }
 
@@ -110,11 +105,6 @@ impl HeaderWriter {
 
     fn writes_ietf(&self) -> bool {
         matches!(self.which, RateLimitHeaders::Ietf | RateLimitHeaders::Both)
-    }
-
-    /// The same header sets for other policies.
-    pub(crate) fn for_policies(&self, policies: &Policies) -> Self {
-        Self::uncached(self.which, policies)
     }
 
     /// Adds the rate-limit headers describing `decisions`, one per policy.
@@ -131,8 +121,9 @@ impl HeaderWriter {
             self.which,
             RateLimitHeaders::Legacy | RateLimitHeaders::Both
         ) {
-            let decision = &decisions[decisions.decisive()];
-            headers.insert(&X_RATELIMIT_LIMIT, number(decision.limit));
+            let decisive = decisions.decisive();
+            let decision = &decisions[decisive];
+            headers.insert(&X_RATELIMIT_LIMIT, self.limits[decisive].clone());
             headers.insert(&X_RATELIMIT_REMAINING, number(decision.remaining));
             if let Some(reset) = decision.reset {
                 headers.insert(&X_RATELIMIT_RESET, number(ceil_secs(reset)));
@@ -140,45 +131,100 @@ impl HeaderWriter {
         }
     }
 
-    /// The `RateLimit` field: one item per policy.
+    /// The `RateLimit` field: one item per policy, written into one buffer of its exact
+    /// length (so the value takes one allocation).
     fn field(&self, decisions: &Decisions) -> HeaderValue {
-        let (Some(id), [decision]) = (self.cache_id, &**decisions) else {
-            return self.format_field(decisions);
-        };
-        let key = (
-            id,
-            decision.remaining,
-            decision.reset.map_or(0, |t| ceil_secs(t) + 1),
-        );
-        let hash = (key.0 ^ key.1.rotate_left(21) ^ key.2.rotate_left(42))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let slot = (hash >> 56) as usize % FIELD_SLOTS;
-        FIELDS.with_borrow_mut(|cache| match &cache.0[slot] {
-            Some((cached, field)) if *cached == key => field.clone(),
-            _ => {
-                let field = self.format_field(decisions);
-                cache.0[slot] = Some((key, field.clone()));
-                field
-            }
-        })
-    }
-
-    fn format_field(&self, decisions: &Decisions) -> HeaderValue {
-        let length = self.item_starts.iter().map(|start| start.len() + 48).sum();
+        let items = self.item_starts.iter().zip(decisions.iter());
+        let t = |decision: &Decision| decision.reset.map(ceil_secs);
+        let length = items
+            .clone()
+            .fold(2 * (decisions.len() - 1), |length, (start, d)| {
+                length
+                    + start.len()
+                    + decimal_len(d.remaining)
+                    + t(d).map_or(0, |t| 3 + decimal_len(t))
+            });
         let mut field = Vec::with_capacity(length);
-        for (start, decision) in self.item_starts.iter().zip(decisions.iter()) {
+        for (start, decision) in items {
             if !field.is_empty() {
                 field.extend_from_slice(b", ");
             }
             field.extend_from_slice(start.as_bytes());
-            push_number(&mut field, decision.remaining);
-            if let Some(reset) = decision.reset {
+            push_decimal(&mut field, decision.remaining);
+            if let Some(t) = t(decision) {
                 field.extend_from_slice(b";t=");
-                push_number(&mut field, ceil_secs(reset));
+                push_decimal(&mut field, t);
             }
         }
-        HeaderValue::from_maybe_shared(Bytes::from(field)).expect("ascii")
+        value(field)
     }
+}
+
+/// `text` as a static header value: leaked once per distinct text in the process, so a
+/// layer built again and again reuses it.
+fn interned(text: &str) -> HeaderValue {
+    static TEXTS: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut texts = TEXTS.lock().unwrap_or_else(|e| e.into_inner());
+    let text = match texts.get(text) {
+        Some(&known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(text.into());
+            texts.insert(leaked);
+            leaked
+        }
+    };
+    HeaderValue::from_static(text)
+}
+
+/// The number of decimal digits of `n`.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// Appends `n` in decimal, two digits at a time.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    /// "00", "01", ... "99".
+    const PAIRS: [u8; 200] = {
+        let mut pairs = [0; 200];
+        let mut i = 0;
+        while i < 100 {
+            pairs[2 * i] = b'0' + (i / 10) as u8;
+            pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        pairs
+    };
+    let mut digits = [0; 20];
+    let mut start = digits.len();
+    let mut push_pair = |pair: usize| {
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[2 * pair..2 * pair + 2]);
+    };
+    while n >= 100 {
+        push_pair((n % 100) as usize);
+        n /= 100;
+    }
+    if n >= 10 {
+        push_pair(n as usize);
+    } else {
+        start -= 1;
+        digits[start] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// `n` in decimal, in a value of its own.
+fn decimal(n: u64) -> HeaderValue {
+    let mut text = Vec::with_capacity(decimal_len(n));
+    push_decimal(&mut text, n);
+    value(text)
+}
+
+/// A value of ASCII text. Its length is its capacity, so the value takes this one
+/// allocation and frees it without counting references.
+fn value(text: Vec<u8>) -> HeaderValue {
+    debug_assert_eq!(text.len(), text.capacity());
+    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("ascii")
 }
 
 /// One policy's item of the `RateLimit-Policy` field: `"<name>";q=<burst>;w=<seconds>`,
@@ -217,21 +263,6 @@ fn sf_string(name: &str) -> String {
     out
 }
 
-/// Appends `n` in decimal.
-fn push_number(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
-}
-
 /// Adds `Retry-After` to a refusal that can be retried.
 pub(crate) fn write_retry_after(headers: &mut HeaderMap, decision: &Decision) {
     if let Outcome::Denied {
@@ -263,7 +294,7 @@ fn number(n: u64) -> HeaderValue {
     usize::try_from(n)
         .ok()
         .and_then(|n| numbers.get(n).cloned())
-        .unwrap_or_else(|| n.into())
+        .unwrap_or_else(|| decimal(n))
 }
 
 /// Whole seconds, rounded up.
@@ -442,7 +473,11 @@ mod tests {
 
     #[test]
     fn numbers_cached_or_not_read_the_same() {
-        for n in [0, 7, 1023, 1024, 86_400, u64::MAX] {
+        let edges = (0..20).flat_map(|e| {
+            let p = 10u64.pow(e);
+            [p - 1, p, p + 1]
+        });
+        for n in (0..20_000).chain(edges).chain([86_400, u64::MAX]) {
             assert_eq!(number(n), n.to_string().as_str());
         }
     }
@@ -492,35 +527,43 @@ mod tests {
     }
 
     #[test]
-    fn cached_and_formatted_fields_read_the_same() {
-        let policy = Policy::new("p", Quota::per_minute(100), Algorithm::TokenBucket).unwrap();
-        let cached = HeaderWriter::new(RateLimitHeaders::Ietf, &policy.clone().into());
-        let fresh = HeaderWriter::uncached(RateLimitHeaders::Ietf, &policy.into());
-        for remaining in [0, 7, 31, 32, 99, u64::MAX] {
+    fn a_layers_writer_and_one_per_request_write_the_same() {
+        let policy = Policy::new("p", Quota::per_minute(100_000), Algorithm::TokenBucket);
+        let policies: Policies = policy.unwrap().into();
+        let layer = HeaderWriter::new(RateLimitHeaders::Both, &policies);
+        let per_request = layer.for_policies(&policies);
+        for remaining in [0, 7, 1023, 1024, u64::MAX] {
             for reset in [
                 None,
                 Some(Duration::ZERO),
                 Some(Duration::from_millis(7_500)),
-                Some(Duration::from_secs(8)),
                 Some(Duration::from_secs(86_400)),
             ] {
-                let decisions = decision(Outcome::Allowed, remaining, reset).into();
-                // Twice: the second read of a cached field comes from the cache.
-                for _ in 0..2 {
-                    assert_eq!(cached.field(&decisions), fresh.field(&decisions));
+                let decisions = Decision {
+                    limit: 100_000,
+                    ..decision(Outcome::Allowed, remaining, reset)
                 }
+                .into();
+                let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
+                layer.write(&mut a, &decisions);
+                per_request.write(&mut b, &decisions);
+                assert_eq!(a, b);
                 let t = reset.map_or(String::new(), |r| format!(";t={}", ceil_secs(r)));
-                assert_eq!(
-                    fresh.field(&decisions),
-                    format!("\"p\";r={remaining}{t}").as_str()
-                );
+                assert_eq!(a["ratelimit"], format!("\"p\";r={remaining}{t}").as_str());
+                assert_eq!(a["x-ratelimit-limit"], "100000");
+                assert_eq!(a["x-ratelimit-remaining"], remaining.to_string().as_str());
             }
         }
-        // Another layer's policy, same numbers: its own name, never the cached field.
-        let other = Policy::new("q", Quota::per_minute(100), Algorithm::TokenBucket).unwrap();
-        let other = HeaderWriter::new(RateLimitHeaders::Ietf, &other.into());
-        let decisions = decision(Outcome::Allowed, 7, None).into();
-        assert_eq!(cached.field(&decisions), r#""p";r=7"#);
-        assert_eq!(other.field(&decisions), r#""q";r=7"#);
+    }
+
+    #[test]
+    fn layers_built_again_share_their_static_text() {
+        let policy = Policy::new("shared", Quota::per_hour(5000), Algorithm::TokenBucket);
+        let policies: Policies = policy.unwrap().into();
+        let first = HeaderWriter::new(RateLimitHeaders::Both, &policies);
+        let again = HeaderWriter::new(RateLimitHeaders::Both, &policies);
+        let text = |value: &HeaderValue| value.as_bytes().as_ptr();
+        assert_eq!(text(&first.policy), text(&again.policy));
+        assert_eq!(text(&first.limits[0]), text(&again.limits[0]));
     }
 }
