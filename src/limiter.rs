@@ -222,11 +222,9 @@ where
         let store = &inner.config.store;
         if let Some(decided) = store.apply_now(key, Change::Charge(cost), policies) {
             let decided = match (decided, started) {
-                // Decided, and nobody watches: nothing to settle.
-                (Ok(decisions), None) => {
-                    tracing::trace!(cost, ?decisions, "rate-limit decision");
-                    Ok(decisions)
-                }
+                // Decided, and nobody watches: nothing to settle (nor to trace: an
+                // observer or a failure is traced in `settle`).
+                (Ok(decisions), None) => Ok(decisions),
                 (decided, _) => self.settle(decided, key, cost, policies, started),
             };
             return Ok(decided);
