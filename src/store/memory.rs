@@ -82,6 +82,9 @@ struct Shared<C> {
     blocked: AtomicUsize,
     /// The policies with state here, so sweeps can read each state word.
     registry: RwLock<Registry>,
+    /// The fingerprint of the set of policies last found registered, so that inserting
+    /// keys under one set reads the registry once, not per key.
+    registered: AtomicU64,
     /// Whether any policy is decided in a set (then its words are only changed under a
     /// key lock).
     any_grouped: AtomicBool,
@@ -165,6 +168,39 @@ fn slots(key: [u64; 2], policies: &Policies) -> impl Iterator<Item = Slot> + '_ 
     tagged(policies).map(move |(policy, _)| Slot { policy, key })
 }
 
+/// One policy's decisions after `change` to `state`, and its next state if it changed:
+/// a charge straight from the algorithm.
+#[inline]
+fn step_one(policies: &Policies, change: Change, now: u64, state: u64) -> (Decisions, Option<u64>) {
+    match change {
+        Change::Charge(cost) => {
+            let policy = &policies[0];
+            let (decision, next) = policy.algorithm().decide(state, now, cost, policy.quota());
+            (Decisions::from(decision), next)
+        }
+        _ => {
+            let mut next = [state];
+            let (decisions, changed) = apply_words(policies, &mut next, now, change);
+            (decisions, changed.then_some(next[0]))
+        }
+    }
+}
+
+/// [`step_one`] on `word`, in a compare-and-swap loop.
+fn cas_one(word: &AtomicU64, policies: &Policies, change: Change, now: u64) -> Decisions {
+    let mut current = word.load(Relaxed);
+    loop {
+        let (decisions, next) = step_one(policies, change, now, current);
+        let Some(next) = next else {
+            return decisions;
+        };
+        match word.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+            Ok(_) => return decisions,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
 impl<K: Hash + Eq> MemoryStore<K> {
     /// An empty store on the process's monotonic clock.
     pub fn new() -> Self {
@@ -190,6 +226,7 @@ impl<K: Hash + Eq, C: Clock> MemoryStore<K, C> {
                 blocks: DashMap::default(),
                 blocked: AtomicUsize::new(0),
                 registry: RwLock::default(),
+                registered: AtomicU64::new(0),
                 any_grouped: AtomicBool::new(false),
                 locks: [const { Mutex::new(()) }; LOCKS],
                 clock,
@@ -307,7 +344,7 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             key: self.digest(key),
         };
         let Some(word) = self.shared.states.get(&slot) else {
-            return self.apply_one(slot.key, Change::Charge(cost), policies, now);
+            return self.insert_one(slot, Change::Charge(cost), policies, now);
         };
         let policy = &policies[0];
         let decide = |state| policy.algorithm().decide(state, now, cost, policy.quota());
@@ -334,49 +371,31 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             policy: policies.fingerprint() as u32,
             key,
         };
-        // The state after `change`, if it changed: a charge straight from the algorithm.
-        let step = |state: u64| match change {
-            Change::Charge(cost) => {
-                let policy = &policies[0];
-                let (decision, next) = policy.algorithm().decide(state, now, cost, policy.quota());
-                (Decisions::from(decision), next)
-            }
-            _ => {
-                let mut next = [state];
-                let (decisions, changed) = apply_words(policies, &mut next, now, change);
-                (decisions, changed.then_some(next[0]))
-            }
-        };
-        let cas = |word: &AtomicU64| {
-            let mut current = word.load(Relaxed);
-            loop {
-                let (decisions, next) = step(current);
-                let Some(next) = next else {
-                    return decisions;
-                };
-                match word.compare_exchange_weak(current, next, Relaxed, Relaxed) {
-                    Ok(_) => return decisions,
-                    Err(actual) => current = actual,
-                }
-            }
-        };
         if change == Change::Reset {
             if shared.states.remove(&slot).is_some() {
                 shared.len.fetch_sub(1, Relaxed);
             }
-            return step(EMPTY).0;
+            return step_one(policies, change, now, EMPTY).0;
         }
-        if let Some(word) = shared.states.get(&slot) {
-            return cas(&word);
+        match shared.states.get(&slot) {
+            Some(word) => cas_one(&word, policies, change, now),
+            None => self.insert_one(slot, change, policies, now),
         }
-        let (decisions, fresh) = step(EMPTY);
+    }
+
+    /// One policy, for a key without a word here: a new word if the change leaves any
+    /// information (a compare-and-swap on the word a concurrent request made first).
+    #[inline(never)]
+    fn insert_one(&self, slot: Slot, change: Change, policies: &Policies, now: u64) -> Decisions {
+        let shared = &*self.shared;
+        let (decisions, fresh) = step_one(policies, change, now, EMPTY);
         let Some(fresh) = fresh.filter(|&fresh| fresh != EMPTY) else {
             // Nothing to remember: a denial, a look, or a change to an unknown key.
             return decisions;
         };
         self.make_room(now, policies);
         match shared.states.entry(slot) {
-            Entry::Occupied(entry) => cas(entry.get()),
+            Entry::Occupied(entry) => cas_one(entry.get(), policies, change, now),
             Entry::Vacant(entry) => {
                 entry.insert(AtomicU64::new(fresh));
                 shared.len.fetch_add(1, Relaxed);
@@ -497,11 +516,15 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         let known = |registry: &Registry| {
             tagged(policies).all(|(tag, _)| registry.policies.contains_key(&tag))
         };
-        if !known(&shared.registry.read().unwrap_or_else(|e| e.into_inner())) {
-            let mut registry = shared.registry.write().unwrap_or_else(|e| e.into_inner());
-            for (tag, policy) in tagged(policies) {
-                registry.policies.insert(tag, policy.clone());
+        let fingerprint = policies.fingerprint();
+        if shared.registered.load(Relaxed) != fingerprint {
+            if !known(&shared.registry.read().unwrap_or_else(|e| e.into_inner())) {
+                let mut registry = shared.registry.write().unwrap_or_else(|e| e.into_inner());
+                for (tag, policy) in tagged(policies) {
+                    registry.policies.insert(tag, policy.clone());
+                }
             }
+            shared.registered.store(fingerprint, Relaxed);
         }
         if shared.len.load(Relaxed) < shared.sweep_at.load(Relaxed)
             || shared.sweeping.swap(true, Relaxed)
