@@ -31,11 +31,13 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{Algorithm, Decision, Decisions, Outcome, Policies, Policy};
 
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// The header names, each made at compile time where it is used: an owned name is moved
+/// into the map, where a shared `static` one would be cloned per insert.
+macro_rules! name {
+    ($name:literal) => {
+        const { HeaderName::from_static($name) }
+    };
+}
 
 /// Which rate-limit headers responses carry. `Retry-After` is always sent on rejections
 /// that can be retried.
@@ -114,8 +116,8 @@ impl HeaderWriter {
         }
         headers.reserve(5);
         if self.writes_ietf() {
-            headers.insert(&RATELIMIT_POLICY, self.policy.clone());
-            headers.insert(&RATELIMIT, self.field(decisions));
+            headers.insert(name!("ratelimit-policy"), self.policy.clone());
+            headers.insert(name!("ratelimit"), self.field(decisions));
         }
         if matches!(
             self.which,
@@ -123,10 +125,10 @@ impl HeaderWriter {
         ) {
             let decisive = decisions.decisive();
             let decision = &decisions[decisive];
-            headers.insert(&X_RATELIMIT_LIMIT, self.limits[decisive].clone());
-            headers.insert(&X_RATELIMIT_REMAINING, number(decision.remaining));
+            headers.insert(name!("x-ratelimit-limit"), self.limits[decisive].clone());
+            headers.insert(name!("x-ratelimit-remaining"), number(decision.remaining));
             if let Some(reset) = decision.reset {
-                headers.insert(&X_RATELIMIT_RESET, number(ceil_secs(reset)));
+                headers.insert(name!("x-ratelimit-reset"), number(ceil_secs(reset)));
             }
         }
     }
