@@ -204,19 +204,20 @@ where
         };
         match started {
             Ok(decided) => Check(CheckState::Done(Some(decided))),
-            Err(check) => check,
+            Err(pending) => pending.into(),
         }
     }
 
     /// Starts a check under exactly these policies: its answer if the store gave it at
-    /// once (an in-process store always does), or the check to await.
+    /// once (an in-process store always does), or the check to await. The pending check
+    /// is boxed, so the answer given at once keeps its place (no copy to shift it).
     #[inline]
     pub(crate) fn start(
         &self,
         key: &K,
         cost: u64,
         policies: &Policies,
-    ) -> Result<Result<Decisions, StoreError>, Check<K, S>> {
+    ) -> Result<Result<Decisions, StoreError>, PendingCheck<K, S>> {
         let inner = &self.inner;
         let started = self.observed().then(Instant::now);
         let store = &inner.config.store;
@@ -232,14 +233,14 @@ where
         let mut future = store.apply(key, Change::Charge(cost), policies);
         match Pin::new(&mut future).poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(decided) => Ok(self.settle(decided, key, cost, policies, started)),
-            Poll::Pending => Err(Check(CheckState::Pending(Box::new(Pending {
+            Poll::Pending => Err(PendingCheck(Box::new(Pending {
                 future,
                 key: key.clone(),
                 cost,
                 policies: policies.clone(),
                 started,
                 limiter: self.clone(),
-            })))),
+            }))),
         }
     }
 
@@ -629,6 +630,15 @@ enum CheckState<K, S: Store<K>> {
     Store(S::Future),
     /// A check waiting for the store, to be settled and observed when it answers.
     Pending(Box<Pending<K, S>>),
+}
+
+/// A check waiting for the store; awaited as a [`Check`].
+pub(crate) struct PendingCheck<K, S: Store<K>>(Box<Pending<K, S>>);
+
+impl<K, S: Store<K>> From<PendingCheck<K, S>> for Check<K, S> {
+    fn from(pending: PendingCheck<K, S>) -> Self {
+        Check(CheckState::Pending(pending.0))
+    }
 }
 
 struct Pending<K, S: Store<K>> {

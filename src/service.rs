@@ -97,10 +97,10 @@ where
         // An in-process store has decided already: act now, with no clone of the service.
         let decided = match started {
             Ok(decided) => decided,
-            Err(check) => {
+            Err(pending) => {
                 let shared = Arc::clone(shared);
                 let ready = self.take_ready();
-                return ResponseFuture::deciding(check, ready, request, charge, shared);
+                return ResponseFuture::deciding(pending.into(), ready, request, charge, shared);
             }
         };
         match shared.verdict(decided, &charge, &head) {
