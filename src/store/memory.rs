@@ -170,7 +170,7 @@ fn slots(key: [u64; 2], policies: &Policies) -> impl Iterator<Item = Slot> + '_ 
 
 /// One policy's decisions after `change` to `state`, and its next state if it changed:
 /// a charge straight from the algorithm.
-#[inline]
+#[inline(always)]
 fn step_one(policies: &Policies, change: Change, now: u64, state: u64) -> (Decisions, Option<u64>) {
     match change {
         Change::Charge(cost) => {
