@@ -336,7 +336,9 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 
     /// A charge under one policy: for a known key, a compare-and-swap loop with the
-    /// algorithm inlined.
+    /// algorithm inlined. Its own loop rather than `cas_one`'s: going through that one
+    /// (the change matched per step, `Decisions` built in the loop) cost 12 more
+    /// instructions per check and 6 ns per refusal.
     #[inline]
     fn charge_one(&self, key: &K, cost: u64, policies: &Policies, now: u64) -> Decisions {
         let slot = Slot {
