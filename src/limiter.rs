@@ -244,6 +244,25 @@ where
         }
     }
 
+    /// Like [`start`](Self::start), for a caller that reads no decision of a request
+    /// passing at once: `None` for such a request, unless an observer watches.
+    #[inline]
+    pub(crate) fn start_unreported(
+        &self,
+        key: &K,
+        cost: u64,
+        policies: &Policies,
+    ) -> Option<Result<Result<Decisions, StoreError>, PendingCheck<K, S>>> {
+        if self.observed() {
+            return Some(self.start(key, cost, policies));
+        }
+        match self.inner.config.store.charge_now(key, cost, policies) {
+            Some(Ok(decisions)) => decisions.map(|decisions| Ok(Ok(decisions))),
+            Some(Err(error)) => Some(Ok(self.settle(Err(error), key, cost, policies, None))),
+            None => Some(self.start(key, cost, policies)),
+        }
+    }
+
     /// The key's state, without charging anything.
     pub fn peek(&self, key: &K) -> Check<K, S> {
         self.manage(key, Change::Charge(0))

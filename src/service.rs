@@ -88,7 +88,18 @@ where
             .or_else(|| shared.limiter.changed_policies());
         let cost = shared.weigher.weigh(&head);
         let limiter = &shared.limiter;
-        let started = limiter.start(&key, cost, policies.as_ref().unwrap_or(limiter.policies()));
+        let under = policies.as_ref().unwrap_or(limiter.policies());
+        let started = if shared.reads_reports() {
+            limiter.start(&key, cost, under)
+        } else {
+            match limiter.start_unreported(&key, cost, under) {
+                Some(started) => started,
+                // Passed at once, and nothing reads its decision.
+                None => {
+                    return ResponseFuture::forwarding(self.inner.call(request), None, None, None)
+                }
+            }
+        };
         let charge = Charge {
             cost,
             policies,

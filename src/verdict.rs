@@ -186,7 +186,7 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
 
     /// Whether anything reads a passing request's decisions: its headers, its extensions
     /// or a refund by response.
-    fn reads_reports(&self) -> bool {
+    pub(crate) fn reads_reports(&self) -> bool {
         self.headers.writes_any() || self.expose_decision || self.refund_if.is_some()
     }
 

@@ -14,7 +14,7 @@ use foldhash::fast::RandomState;
 use super::words::{apply_words, blocked, EMPTY};
 use super::{Change, QuotaBoard, QuotaChange, Store, StoreError, StoreErrorKind};
 use crate::clock::{Clock, MonotonicClock};
-use crate::{Decisions, Policies, Policy, Quota};
+use crate::{Decisions, Outcome, Policies, Policy, Quota};
 
 /// Keys tracked before the first sweep for idle keys.
 const FIRST_SWEEP_AT: usize = 1024;
@@ -278,6 +278,19 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     /// Applies `change` now; what [`Store::apply`] answers, without a future.
     #[inline]
     pub(crate) fn decide_now(&self, key: &K, change: Change, policies: &Policies) -> Decisions {
+        self.decide::<true>(key, change, policies)
+            .expect("every change is reported")
+    }
+
+    /// Applies `change` now. Unless `REPORT`, a charge that passes at once answers
+    /// `None`, and its quota left is not computed.
+    #[inline(always)]
+    fn decide<const REPORT: bool>(
+        &self,
+        key: &K,
+        change: Change,
+        policies: &Policies,
+    ) -> Option<Decisions> {
         let shared = &*self.shared;
         let now = shared.clock.now_nanos();
         // The common case: a charge under one policy, no block or set anywhere.
@@ -287,8 +300,13 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
             shared.blocked.load(Relaxed),
             shared.any_grouped.load(Relaxed),
         ) {
-            return self.charge_one(key, cost, policies, now);
+            return self.charge_one::<REPORT>(key, cost, policies, now);
         }
+        reported::<REPORT>(self.decide_at(key, change, policies, now))
+    }
+
+    /// Applies `change` at `now`, in any case but the common one.
+    fn decide_at(&self, key: &K, change: Change, policies: &Policies, now: u64) -> Decisions {
         let key = self.digest(key);
         let block = match change {
             Change::Block(duration) => Some(self.block(key, policies, now, duration)),
@@ -338,21 +356,29 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     /// A charge under one policy: for a known key, a compare-and-swap loop with the
     /// algorithm inlined. Its own loop rather than `cas_one`'s: going through that one
     /// (the change matched per step, `Decisions` built in the loop) cost 12 more
-    /// instructions per check and 6 ns per refusal.
+    /// instructions per check and 6 ns per refusal. Unless `REPORT`, `None` for a request
+    /// that passes at once.
     #[inline]
-    fn charge_one(&self, key: &K, cost: u64, policies: &Policies, now: u64) -> Decisions {
+    fn charge_one<const REPORT: bool>(
+        &self,
+        key: &K,
+        cost: u64,
+        policies: &Policies,
+        now: u64,
+    ) -> Option<Decisions> {
         let slot = Slot {
             policy: policies.fingerprint() as u32,
             key: self.digest(key),
         };
         let Some(word) = self.shared.states.get(&slot) else {
-            return self.insert_one(slot, Change::Charge(cost), policies, now);
+            let decisions = self.insert_one(slot, Change::Charge(cost), policies, now);
+            return reported::<REPORT>(decisions);
         };
         let policy = &policies[0];
         let decide = |state| policy.algorithm().decide(state, now, cost, policy.quota());
         let mut current = word.load(Relaxed);
         // The loop needs only the next state; the decision is computed once, after it,
-        // from the state it was decided on.
+        // from the state it was decided on (and only its outcome, when not reported).
         let decided = loop {
             let Some(next) = decide(current).1 else {
                 break current;
@@ -362,7 +388,8 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
                 Err(actual) => current = actual,
             }
         };
-        decide(decided).0.into()
+        let (decision, _) = decide(decided);
+        (REPORT || decision.outcome != Outcome::Allowed).then(|| decision.into())
     }
 
     /// One policy: a compare-and-swap loop on its word, or a new word.
@@ -601,6 +628,12 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     }
 }
 
+/// `decisions` unless they are not `REPORT`ed and pass at once.
+#[inline(always)]
+fn reported<const REPORT: bool>(decisions: Decisions) -> Option<Decisions> {
+    (REPORT || !decisions.pass_at_once()).then_some(decisions)
+}
+
 /// What a state has spent and not got back, in units: what dropping it could give away.
 fn deficit(registry: &Registry, policy: u32, state: u64, now: u64) -> Option<u64> {
     let policy = registry.policies.get(&policy)?;
@@ -646,6 +679,20 @@ where
         policies: &Policies,
     ) -> Option<Result<Decisions, StoreError>> {
         Some(Ok(self.decide_now(key, change, policies)))
+    }
+
+    #[inline]
+    fn charge_now(
+        &self,
+        key: &K,
+        cost: u64,
+        policies: &Policies,
+    ) -> Option<Result<Option<Decisions>, StoreError>> {
+        Some(Ok(self.decide::<false>(
+            key,
+            Change::Charge(cost),
+            policies,
+        )))
     }
 
     /// Refuses a policy whose name and algorithm this store already holds under another
@@ -857,6 +904,36 @@ mod tests {
         assert!(store
             .decide_now(&"k", Change::Charge(1), &other)
             .is_allowed());
+    }
+
+    #[test]
+    fn an_unreported_charge_answers_only_what_is_held_back() {
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let (burst, shaped) = (policy(Quota::per_hour(2)), {
+            let shaper = Algorithm::LeakyBucketShaper {
+                max_delay: Duration::from_secs(3600),
+            };
+            Policies::from(Policy::new("shaped", Quota::per_hour(1), shaper).unwrap())
+        });
+        let charge = |key: &'static str, policies: &Policies| {
+            store.charge_now(&key, 1, policies).unwrap().unwrap()
+        };
+        // A new key, then a known one: passed at once, and charged.
+        assert_eq!(charge("k", &burst), None);
+        assert_eq!(charge("k", &burst), None);
+        let denied = charge("k", &burst).expect("refused");
+        assert_eq!((denied.is_allowed(), denied[0].remaining), (false, 0));
+        // A delayed request is held back: its wait is answered.
+        assert_eq!(charge("s", &shaped), None);
+        let delayed = charge("s", &shaped).expect("delayed");
+        assert!(matches!(delayed[0].outcome, Outcome::Delayed { .. }));
+        // Several policies go the general way, and answer the same.
+        let both = both(&burst, &named("other", Quota::per_hour(5)));
+        assert_eq!(charge("m", &both), None);
+        assert_eq!(
+            store.decide_now(&"m", Change::Charge(0), &both)[0].remaining,
+            1
+        );
     }
 
     #[test]

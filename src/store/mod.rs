@@ -100,6 +100,20 @@ pub trait Store<K>: Clone + Send + Sync + 'static {
         None
     }
 
+    /// A [`Charge`](Change::Charge) of `cost` as [`apply_now`](Store::apply_now) answers
+    /// it, for a caller that reads no decision of a request passing at once (a layer
+    /// writing no rate-limit headers): `Some(Ok(None))` for such a request, whose quota
+    /// left need not be computed. The default asks `apply_now`.
+    fn charge_now(
+        &self,
+        key: &K,
+        cost: u64,
+        policies: &Policies,
+    ) -> Option<Result<Option<Decisions>, StoreError>> {
+        let decided = self.apply_now(key, Change::Charge(cost), policies)?;
+        Some(decided.map(|decisions| (!decisions.pass_at_once()).then_some(decisions)))
+    }
+
     /// How many app servers share this store's state, as last seen (`None` if unknown,
     /// as for an in-process store). While the store fails, a limiter's fallback enforces
     /// this share of each quota unless one is set by hand.
