@@ -377,19 +377,20 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         let policy = &policies[0];
         let decide = |state| policy.algorithm().decide(state, now, cost, policy.quota());
         let mut current = word.load(Relaxed);
-        // The loop needs only the next state; the decision is computed once, after it,
-        // from the state it was decided on (and only its outcome, when not reported).
-        let decided = loop {
-            let Some(next) = decide(current).1 else {
-                break current;
+        // The loop needs only the outcome and the next state; the decision is computed
+        // once, after it, from the state it was decided on, and only if it is read.
+        let (at_once, decided) = loop {
+            let (decision, next) = decide(current);
+            let at_once = decision.outcome == Outcome::Allowed;
+            let Some(next) = next else {
+                break (at_once, current);
             };
             match word.compare_exchange_weak(current, next, Relaxed, Relaxed) {
-                Ok(_) => break current,
+                Ok(_) => break (at_once, current),
                 Err(actual) => current = actual,
             }
         };
-        let (decision, _) = decide(decided);
-        (REPORT || decision.outcome != Outcome::Allowed).then(|| decision.into())
+        (REPORT || !at_once).then(|| decide(decided).0.into())
     }
 
     /// One policy: a compare-and-swap loop on its word, or a new word.
