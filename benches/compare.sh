@@ -39,6 +39,8 @@ echo "|---|---:|---:|---:|"
 for group in hot_key 100k_keys new_key 2_threads_hot_key denied_hot_key; do
     row "$group" "$(estimate "memory_$group/ours")" "$(estimate "memory_$group/governor")"
 done
+row "hot_key, every decision in full" "$(estimate memory_hot_key/ours_decided)" \
+    "$(estimate memory_hot_key/governor)"
 echo
 none=$(estimate layer_allowed/none)
 echo "Whole layer, ns per request through \`oneshot\` (no layer: $(printf '%.1f' "$none") ns):"

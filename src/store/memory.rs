@@ -668,6 +668,7 @@ where
 {
     type Future = Ready<Result<Decisions, StoreError>>;
 
+    #[inline]
     fn apply(&self, key: &K, change: Change, policies: &Policies) -> Self::Future {
         ready(Ok(self.decide_now(key, change, policies)))
     }
