@@ -65,11 +65,6 @@ pub(crate) struct HeaderWriter {
     policy: HeaderValue,
     /// `X-RateLimit-Limit` per policy: its burst.
     limits: Box<[HeaderValue]>,
-    /// A map of the headers written, in order, with empty values: a response gets a copy
-    /// with its values filled in, then its own headers added. Inserting a custom name
-    /// hashes it byte by byte, so a copy costs a fraction of the five inserts. Only a
-    /// layer's writer has one: a writer made per request inserts.
-    template: Option<HeaderMap>,
 }
 
 impl HeaderWriter {
@@ -77,21 +72,7 @@ impl HeaderWriter {
     /// copies a pointer (a shared value would count references atomically, on every
     /// response and from every thread).
     pub(crate) fn new(which: RateLimitHeaders, policies: &Policies) -> Self {
-        let mut writer = Self::with_values(which, policies, interned);
-        // Room for the response's own headers and a `Retry-After`, without growing.
-        let mut template = HeaderMap::with_capacity(12);
-        let empty = HeaderValue::from_static("");
-        if writer.writes_ietf() {
-            template.insert(name!("ratelimit-policy"), empty.clone());
-            template.insert(name!("ratelimit"), empty.clone());
-        }
-        if writer.writes_legacy() {
-            template.insert(name!("x-ratelimit-limit"), empty.clone());
-            template.insert(name!("x-ratelimit-remaining"), empty.clone());
-            template.insert(name!("x-ratelimit-reset"), empty);
-        }
-        writer.template = Some(template);
-        writer
+        Self::with_values(which, policies, interned)
     }
 
     /// The same header sets for other policies (picked per request).
@@ -116,7 +97,6 @@ impl HeaderWriter {
                 .collect(),
             policy: value(&items.join(", ")),
             limits: policies.iter().map(limit).collect(),
-            template: None,
         }
     }
 
@@ -134,52 +114,23 @@ impl HeaderWriter {
         if !self.writes_any() {
             return;
         }
-        let decisive = decisions.decisive();
-        let template = (self.template.as_ref())
-            .filter(|_| !self.writes_legacy() || decisions[decisive].reset.is_some())
-            .filter(|template| !carries_any(headers, template));
-        let Some(template) = template else {
-            headers.reserve(5);
-            return self.fields(decisions, decisive, |name, value| {
-                headers.insert(name, value);
-            });
-        };
-        let mut written = template.clone();
-        let mut slots = written.values_mut();
-        self.fields(decisions, decisive, |_, value| {
-            *slots.next().expect("a slot per field") = value;
-        });
-        written.extend(std::mem::take(headers));
-        *headers = written;
-    }
-
-    /// Hands each field over to `put`, in the template's order.
-    #[inline(always)]
-    fn fields(
-        &self,
-        decisions: &Decisions,
-        decisive: usize,
-        mut put: impl FnMut(HeaderName, HeaderValue),
-    ) {
+        headers.reserve(5);
         if self.writes_ietf() {
-            put(name!("ratelimit-policy"), self.policy.clone());
-            put(name!("ratelimit"), self.field(decisions));
+            headers.insert(name!("ratelimit-policy"), self.policy.clone());
+            headers.insert(name!("ratelimit"), self.field(decisions));
         }
-        if self.writes_legacy() {
-            let decision = &decisions[decisive];
-            put(name!("x-ratelimit-limit"), self.limits[decisive].clone());
-            put(name!("x-ratelimit-remaining"), number(decision.remaining));
-            if let Some(reset) = decision.reset {
-                put(name!("x-ratelimit-reset"), number(ceil_secs(reset)));
-            }
-        }
-    }
-
-    fn writes_legacy(&self) -> bool {
-        matches!(
+        if matches!(
             self.which,
             RateLimitHeaders::Legacy | RateLimitHeaders::Both
-        )
+        ) {
+            let decisive = decisions.decisive();
+            let decision = &decisions[decisive];
+            headers.insert(name!("x-ratelimit-limit"), self.limits[decisive].clone());
+            headers.insert(name!("x-ratelimit-remaining"), number(decision.remaining));
+            if let Some(reset) = decision.reset {
+                headers.insert(name!("x-ratelimit-reset"), number(ceil_secs(reset)));
+            }
+        }
     }
 
     /// The `RateLimit` field: one item per policy, written into one buffer of its exact
@@ -209,14 +160,6 @@ impl HeaderWriter {
         }
         value(field)
     }
-}
-
-/// Whether `headers` has a field of `template` already: writing replaces it, so it is
-/// written by insertion.
-fn carries_any(headers: &HeaderMap, template: &HeaderMap) -> bool {
-    headers
-        .keys()
-        .any(|name| template.keys().any(|ours| ours == name))
 }
 
 /// `text` as a static header value: leaked once per distinct text in the process, so a
