@@ -49,7 +49,9 @@ impl Ours {
 impl Limiter for Ours {
     fn check(&self, key: &IpAddr) -> bool {
         let decided = self.store.charge_now(key, 1, &self.policy).unwrap();
-        decided.unwrap().is_none_or(|decisions| decisions.is_allowed())
+        decided
+            .unwrap()
+            .is_none_or(|decisions| decisions.is_allowed())
     }
 }
 
@@ -117,7 +119,12 @@ fn hot_key(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory/hot_key");
     let key = [ip(0x0a00_0001)];
     bench_pair(&mut group, &ours_admitting(), &governor_admitting(), &key);
-    bench_one(&mut group, "ours_decided", &OursDecided(ours_admitting()), &key);
+    bench_one(
+        &mut group,
+        "ours_decided",
+        &OursDecided(ours_admitting()),
+        &key,
+    );
     group.finish();
 }
 
