@@ -153,6 +153,22 @@ struct Registry {
     grouped: HashMap<u32, ()>,
 }
 
+impl Registry {
+    /// The policy of a tag, remembering the last one looked up: a sweep meets long runs of
+    /// states under one policy.
+    fn lookup<'a>(&'a self) -> impl FnMut(u32) -> Option<&'a Policy> + 'a {
+        let mut last = None;
+        move |tag| match last {
+            Some((known, policy)) if known == tag => policy,
+            _ => {
+                let policy = self.policies.get(&tag);
+                last = Some((tag, policy));
+                policy
+            }
+        }
+    }
+}
+
 /// Each policy with the tag of its state (the low 32 bits of its
 /// [`state_id`](Policies::state_id)).
 fn tagged(policies: &Policies) -> impl Iterator<Item = (u32, &Policy)> {
@@ -582,11 +598,15 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
     fn eviction_threshold(&self, now: u64, count: usize) -> u64 {
         let shared = &*self.shared;
         let registry = shared.registry.read().unwrap_or_else(|e| e.into_inner());
+        let mut policy_of = registry.lookup();
         let mut deficits: Vec<u64> = shared
             .states
             .iter()
             .take(SAMPLE)
-            .filter_map(|entry| deficit(&registry, entry.key().policy, entry.load(Relaxed), now))
+            .filter_map(|entry| {
+                let policy = policy_of(entry.key().policy)?;
+                Some(deficit(policy, entry.load(Relaxed), now))
+            })
             .collect();
         deficits.sort_unstable();
         let len = shared.len.load(Relaxed).max(1);
@@ -604,19 +624,20 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         let shared = &*self.shared;
         let registry = shared.registry.read().unwrap_or_else(|e| e.into_inner());
         let mut removed = 0;
+        let mut policy_of = registry.lookup();
         shared.states.retain(|slot, word| {
-            let drop = match registry.policies.get(&slot.policy) {
+            let drop = match policy_of(slot.policy) {
                 Some(policy) if threshold == 0 => {
                     let (algorithm, quota) = (policy.algorithm(), policy.quota());
                     algorithm.is_idle(*word.get_mut(), now, quota)
                 }
-                Some(_) => deficit(&registry, slot.policy, *word.get_mut(), now)
-                    .is_some_and(|deficit| deficit <= threshold),
+                Some(policy) => deficit(policy, *word.get_mut(), now) <= threshold,
                 None => false,
             };
             removed += usize::from(drop);
             !drop
         });
+        drop(policy_of);
         drop(registry);
         let len = shared.len.fetch_sub(removed, Relaxed) - removed;
         if shared.states.capacity() > 4 * len.max(FIRST_SWEEP_AT) {
@@ -636,11 +657,10 @@ fn reported<const REPORT: bool>(decisions: Decisions) -> Option<Decisions> {
 }
 
 /// What a state has spent and not got back, in units: what dropping it could give away.
-fn deficit(registry: &Registry, policy: u32, state: u64, now: u64) -> Option<u64> {
-    let policy = registry.policies.get(&policy)?;
+fn deficit(policy: &Policy, state: u64, now: u64) -> u64 {
     let (algorithm, quota) = (policy.algorithm(), policy.quota());
     let look = algorithm.decide(state, now, 0, quota).0;
-    Some(quota.burst_size().saturating_sub(look.remaining).max(1))
+    quota.burst_size().saturating_sub(look.remaining).max(1)
 }
 
 impl<K, C> Clone for MemoryStore<K, C> {
