@@ -333,6 +333,32 @@ fn counting_service(
 }
 
 #[tokio::test]
+async fn a_layer_reading_no_decision_charges_exactly_and_shadows_refusals() {
+    for shadow in [false, true] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let store = MemoryStore::with_clock(ManualClock::new());
+        let layer = RateLimitLayer::new(key::Global, store, Quota::per_hour(2))
+            .headers(RateLimitHeaders::None)
+            .shadow(shadow);
+        let service = tower::Layer::layer(&layer, counting_service(&calls));
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let response = service.clone().oneshot(request("GET", "/", CLIENT)).await;
+            statuses.push(response.unwrap().status().as_u16());
+        }
+        let (expected, reached) = match shadow {
+            false => ([200, 200, 429, 429], 2),
+            true => ([200; 4], 4),
+        };
+        assert_eq!(statuses, expected, "shadow: {shadow}");
+        assert_eq!(calls.load(Ordering::SeqCst), reached);
+        // Both passing requests were charged, though nothing read their decisions.
+        let left = layer.limiter().peek(&()).await.unwrap();
+        assert_eq!(left[0].remaining, 0, "shadow: {shadow}");
+    }
+}
+
+#[tokio::test]
 async fn refused_requests_never_reach_the_service_and_poll_ready_reserves_nothing() {
     let calls = Arc::new(AtomicUsize::new(0));
     let store = MemoryStore::with_clock(ManualClock::new());
