@@ -5,8 +5,9 @@
 # Prints a markdown table: ours / tower_governor, and a refusal / an allowed request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo bench --bench layer --no-run >&2
-binary=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/layer-* | grep -v '\.d$' | head -1)
+# The bench's executable as cargo names it (tests/layer.rs builds a `layer-*` binary too).
+binary=$(cargo bench --bench layer --no-run --message-format=json |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
