@@ -130,6 +130,13 @@ impl Decisions {
         }
     }
 
+    /// These decisions, unless the request passes every policy at once (what a caller
+    /// that reads no passing decision is answered).
+    #[inline]
+    pub(crate) fn unless_at_once(self) -> Option<Self> {
+        (!self.pass_at_once()).then_some(self)
+    }
+
     /// The policies (by index) that refused the request.
     pub fn violated(&self) -> impl Iterator<Item = usize> + '_ {
         self.iter()

@@ -653,7 +653,10 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
 /// `decisions` unless they are not `REPORT`ed and pass at once.
 #[inline(always)]
 fn reported<const REPORT: bool>(decisions: Decisions) -> Option<Decisions> {
-    (REPORT || !decisions.pass_at_once()).then_some(decisions)
+    match REPORT {
+        true => Some(decisions),
+        false => decisions.unless_at_once(),
+    }
 }
 
 /// What a state has spent and not got back, in units: what dropping it could give away.

@@ -111,7 +111,7 @@ pub trait Store<K>: Clone + Send + Sync + 'static {
         policies: &Policies,
     ) -> Option<Result<Option<Decisions>, StoreError>> {
         let decided = self.apply_now(key, Change::Charge(cost), policies)?;
-        Some(decided.map(|decisions| (!decisions.pass_at_once()).then_some(decisions)))
+        Some(decided.map(Decisions::unless_at_once))
     }
 
     /// How many app servers share this store's state, as last seen (`None` if unknown,
