@@ -241,7 +241,9 @@ fn policy_item(policy: &Policy) -> String {
     let window = quota.period().map(|period| match policy.algorithm() {
         Algorithm::FixedWindow => period,
         Algorithm::SlidingWindow => period * 2,
-        _ => Duration::from_nanos(quota.interval_nanos().unwrap_or(0) * quota.burst_size()),
+        _ => Duration::from_nanos(
+            quota.interval_nanos().map_or(0, |ns| ns.get()) * quota.burst_size(),
+        ),
     });
     let window = window.map_or(String::new(), |w| format!(";w={}", ceil_secs(w).max(1)));
     format!(
@@ -457,7 +459,7 @@ mod tests {
             let window = match algorithm {
                 Algorithm::FixedWindow => period_ms * 1_000_000,
                 Algorithm::SlidingWindow => 2 * period_ms * 1_000_000,
-                _ => quota.interval_nanos().unwrap() * burst,
+                _ => quota.interval_nanos().unwrap().get() * burst,
             };
             let (mut state, mut now, mut kept) = (0, 0, Vec::<(u64, u64)>::new());
             for (gap, cost) in arrivals {

@@ -1,6 +1,7 @@
 //! [`Quota`]: how much a key may spend, and how fast it comes back.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 /// How many requests a key may make: `limit` per `period`, with room for a burst of `burst`.
@@ -141,7 +142,7 @@ impl Quota {
         self.validate()?;
         Ok(self
             .interval_nanos()
-            .map_or(Duration::MAX, Duration::from_nanos))
+            .map_or(Duration::MAX, |ns| Duration::from_nanos(ns.get())))
     }
 
     /// Checks that the quota can be enforced.
@@ -170,9 +171,11 @@ impl Quota {
         }
     }
 
-    /// `T` in nanoseconds, `None` for a fixed quota. Assumes a validated quota.
-    pub(crate) fn interval_nanos(&self) -> Option<u64> {
-        self.period.map(|_| self.interval)
+    /// `T` in nanoseconds, `None` for a fixed quota. Assumes a validated quota, whose `T`
+    /// is at least a nanosecond: a division by it cannot fail, so the compiler drops the
+    /// divisions whose results go unread.
+    pub(crate) fn interval_nanos(&self) -> Option<NonZeroU64> {
+        NonZeroU64::new(self.interval)
     }
 }
 
@@ -239,7 +242,10 @@ mod tests {
     #[test]
     fn interval_rounds_up() {
         // 1 s / 3 = 333_333_333.3 ns: rounding up never admits more than 3 per second.
-        assert_eq!(Quota::per_second(3).interval_nanos(), Some(333_333_334));
+        assert_eq!(
+            Quota::per_second(3).interval_nanos().map(NonZeroU64::get),
+            Some(333_333_334)
+        );
     }
 
     #[test]

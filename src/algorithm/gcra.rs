@@ -7,6 +7,7 @@
 //!
 //! A [fixed](crate::Quota::fixed) quota has no refill; its state is the quota spent so far.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use super::MAX_BLOCK;
@@ -15,15 +16,16 @@ use crate::{Decision, Outcome, Quota};
 #[inline(always)]
 pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decision, Option<u64>) {
     let burst = quota.burst_size();
-    let Some(interval) = quota.interval_nanos() else {
+    let Some(per_unit) = quota.interval_nanos() else {
         return decide_fixed(state, cost, burst);
     };
+    let interval = per_unit.get();
     let tolerance = interval * burst;
     let base = state.max(now);
     // Quota present now, in whole units, for a request that does not pass. Saturating: a
     // concurrent caller with a later `now` may have moved the TAT past what this
     // caller's `now` allows.
-    let available = || (now + tolerance).saturating_sub(base) / interval;
+    let available = || (now + tolerance).saturating_sub(base) / per_unit;
     let decision = |outcome, remaining, reset| Decision {
         outcome,
         limit: burst,
@@ -44,8 +46,9 @@ pub(super) fn decide(state: u64, now: u64, cost: u64, quota: &Quota) -> (Decisio
     // Slack in the bucket after this request; the next unit is back when it reaches the
     // next multiple of `T`.
     let slack = now + tolerance - tat;
-    // One division gives both (a division costs tens of cycles).
-    let (remaining, partial) = (slack / interval, slack % interval);
+    // One division gives both (a division costs tens of cycles), and none is made when
+    // only the outcome is read: dividing by a `NonZeroU64` cannot fail.
+    let (remaining, partial) = (slack / per_unit, slack % per_unit);
     let reset = if tat > now { interval - partial } else { 0 };
     let changed = (cost > 0).then_some(tat);
     (decision(Outcome::Allowed, remaining, reset), changed)
@@ -66,7 +69,10 @@ pub(super) fn shape(
             retry_after: Some(wait),
         },
         Some(interval),
-    ) = (decision.outcome, quota.interval_nanos())
+    ) = (
+        decision.outcome,
+        quota.interval_nanos().map(NonZeroU64::get),
+    )
     else {
         return (decision, changed);
     };
@@ -103,7 +109,7 @@ pub(super) fn refund(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
         None => state.saturating_sub(units),
         Some(_) if state <= now => state,
         Some(interval) => state
-            .saturating_sub(units.saturating_mul(interval))
+            .saturating_sub(units.saturating_mul(interval.get()))
             .max(now),
     }
 }
@@ -112,7 +118,7 @@ pub(super) fn refund(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
 /// [`MAX_BLOCK`] past a full refill. A fixed quota's spent count goes up to its total.
 pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
     let burst = quota.burst_size();
-    let Some(interval) = quota.interval_nanos() else {
+    let Some(interval) = quota.interval_nanos().map(NonZeroU64::get) else {
         return state.saturating_add(units).min(burst);
     };
     let latest = now + interval * burst + MAX_BLOCK.as_nanos() as u64;
@@ -126,7 +132,7 @@ pub(super) fn penalize(state: u64, now: u64, units: u64, quota: &Quota) -> u64 {
 /// `retry_after`: `retry = TAT + cost·T − burst·T − now` solved for `TAT − now`.
 #[cfg(feature = "redis")]
 pub(crate) fn debt(retry_after: Duration, cost: u64, quota: &Quota) -> u64 {
-    let interval = quota.interval_nanos().unwrap_or(0);
+    let interval = quota.interval_nanos().map_or(0, |ns| ns.get());
     retry_after.as_nanos() as u64 + (quota.burst_size() - cost) * interval
 }
 
@@ -193,7 +199,7 @@ mod tests {
             arrivals in arrivals(),
         ) {
             let quota = Quota::new(limit, Duration::from_millis(period_ms)).burst(burst);
-            let interval = quota.interval_nanos().unwrap();
+            let interval = quota.interval_nanos().unwrap().get();
             let mut model = CreditModel { credit: interval * burst, last: 0 };
             let (mut state, mut now) = (0, 0);
             for (gap, cost) in arrivals {
@@ -217,7 +223,7 @@ mod tests {
             arrivals in arrivals(),
         ) {
             let quota = Quota::new(limit, Duration::from_millis(period_ms)).burst(burst);
-            let interval = quota.interval_nanos().unwrap();
+            let interval = quota.interval_nanos().unwrap().get();
             let admitted = admitted(&arrivals, |state, now, cost| decide(state, now, cost, &quota));
             // For every pair of admissions i ≤ j: Σ cost · T ≤ (t_j − t_i) + burst · T.
             prop_assert!(within_rate(&admitted, interval, burst));
@@ -232,7 +238,7 @@ mod tests {
             arrivals in arrivals(),
         ) {
             let quota = Quota::new(limit, Duration::from_millis(period_ms)).burst(burst);
-            let interval = quota.interval_nanos().unwrap();
+            let interval = quota.interval_nanos().unwrap().get();
             let (mut state, mut now) = (0, 0);
             let mut released = Vec::new();
             for (gap, cost) in arrivals {

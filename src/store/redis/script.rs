@@ -129,7 +129,7 @@ impl Limits {
     pub(super) fn of(policy: &Policy) -> Result<Self, StoreError> {
         let quota = policy.quota();
         let up = |ns: u128| u64::try_from(ns.div_ceil(1000)).unwrap_or(u64::MAX);
-        let interval = quota.interval_nanos().map_or(0, |ns| up(ns.into()));
+        let interval = quota.interval_nanos().map_or(0, |ns| up(ns.get().into()));
         let period = quota.period().map_or(0, |period| up(period.as_nanos()));
         let burst = quota.burst_size();
         let (kind, time, max_delay) = match policy.algorithm() {
