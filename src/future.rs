@@ -192,15 +192,19 @@ where
                     }
                 }
                 StateProj::Forwarding { future, report } => {
+                    let Some(shared) = this.shared else {
+                        // Nothing to add: the response is moved once, into its new body.
+                        return future
+                            .poll(cx)
+                            .map_ok(|response| response.map(ResponseBody::inner));
+                    };
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some(shared) = this.shared {
-                        if let Some(refund) = this.refund.take() {
-                            let (status, headers) = (response.status(), response.headers());
-                            shared.settle_response(*refund, status, headers);
-                        }
-                        if let Some(report) = report.take() {
-                            shared.write_headers(response.headers_mut(), &report);
-                        }
+                    if let Some(refund) = this.refund.take() {
+                        let (status, headers) = (response.status(), response.headers());
+                        shared.settle_response(*refund, status, headers);
+                    }
+                    if let Some(report) = report.take() {
+                        shared.write_headers(response.headers_mut(), &report);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
