@@ -4,18 +4,22 @@
 # redis-server) and tower_governor's GovernorLayer, loads each with wrk and prints a
 # markdown table of requests per second.
 # Every limiter is keyed by the peer IP and never limits: each request is one allowed decision.
-#   benches/e2e.sh [--duration 10s] [--connections 32] [--threads 1]
+# `static-headers` answers with the same five rate-limit headers and no layer: what carrying
+# them costs. The modes take turns, round after round, and each row is a mode's median, so
+# that a drift of the machine's speed weighs on all of them alike.
+#   benches/e2e.sh [--duration 10s] [--connections 32] [--threads 1] [--rounds 3]
 # (--threads: the server's Tokio workers; wrk always runs one thread.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10s connections=32 threads=1
+duration=10s connections=32 threads=1 rounds=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration=$2; shift 2 ;;
         --connections) connections=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
-        *) echo "usage: $0 [--duration 10s] [--connections N] [--threads N]" >&2; exit 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        *) echo "usage: $0 [--duration 10s] [--connections N] [--threads N] [--rounds N]" >&2; exit 2 ;;
     esac
 done
 
@@ -69,28 +73,43 @@ rps() {
     result=$(echo "$out" | sed -n 's/^Requests\/sec: *//p')
 }
 
+modes=(none static-headers ours ours-no-headers ours-redis governor)
+declare -A runs
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-rps none; none=$result
-rps ours; ours=$result
-rps ours-no-headers; ours_no_headers=$result
-rps ours-redis; ours_redis=$result
-rps governor; governor=$result
+for _ in $(seq "$rounds"); do
+    for mode in "${modes[@]}"; do
+        rps "$mode"
+        runs[$mode]+="$result "
+    done
+done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+median() {
+    tr ' ' '\n' <<<"${runs[$1]}" | sed '/^$/d' | sort -g |
+        awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+none=$(median none)
+governor=$(median governor)
 
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "redis-server $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-) on 127.0.0.1:$port"
 echo "Load average (1, 5, 15 min): $load_before before, $load_after after."
-echo "wrk -t1 -c$connections -d$duration, server with $threads Tokio worker thread(s)."
+echo "wrk -t1 -c$connections -d$duration, server with $threads Tokio worker thread(s); median of $rounds rounds."
 echo
-echo "| mode | requests/s | / none | / tower_governor |"
-echo "|---|---:|---:|---:|"
+echo "| mode | requests/s (median) | rounds' range | / none | / tower_governor |"
+echo "|---|---:|---:|---:|---:|"
+# `row LABEL MODE [ANCHOR]`
 row() {
-    awk -v mode="$1" -v r="$2" -v none="$none" -v gov="$3" 'BEGIN {
-        printf "| %s | %.0f | %.2f | %s |\n", mode, r, r / none, gov == "" ? "" : sprintf("%.2f", r / gov)
+    local range
+    range=$(tr ' ' '\n' <<<"${runs[$2]}" | sed '/^$/d' | sort -g | sed -n '1p;$p' | tr '\n' ' ')
+    awk -v label="$1" -v r="$(median "$2")" -v range="$range" -v none="$none" -v gov="${3:-}" 'BEGIN {
+        split(range, ends, " ")
+        printf "| %s | %.0f | %.0f–%.0f | %.2f | %s |\n", label, r, ends[1], ends[2], r / none,
+            gov == "" ? "" : sprintf("%.2f", r / gov)
     }'
 }
-row none "$none" ""
-row "ours (MemoryStore)" "$ours" "$governor"
-row "ours (MemoryStore), no rate-limit headers" "$ours_no_headers" "$governor"
-row "ours (RedisStore)" "$ours_redis" "$governor"
-row "tower_governor" "$governor" ""
+row none none
+row "no layer, the five rate-limit headers fixed" static-headers
+row "ours (MemoryStore)" ours "$governor"
+row "ours (MemoryStore), no rate-limit headers" ours-no-headers "$governor"
+row "ours (RedisStore)" ours-redis "$governor"
+row "tower_governor" governor

@@ -1,11 +1,14 @@
 //! A hello-world axum server (`GET /` answers `hello`) for end-to-end load tests, behind
 //! no layer, `RateLimitLayer` (in-process or Redis store) or tower_governor's
 //! `GovernorLayer`. Every limiter is keyed by the peer IP and never limits, so each request
-//! costs one allowed decision.
+//! costs one allowed decision. `static-headers` has no layer either: its handler answers
+//! with the five rate-limit headers that `ours` adds, fixed, which is what carrying them
+//! costs without deciding anything.
 //!
 //! ```text
 //! cargo run --release --example bench_server [--features redis] --
-//!     [--addr 127.0.0.1:0] [--mode none|ours|ours-no-headers|ours-redis|governor]
+//!     [--addr 127.0.0.1:0]
+//!     [--mode none|static-headers|ours|ours-no-headers|ours-redis|governor]
 //!     [--redis URL] [--threads N]
 //! ```
 //!
@@ -15,9 +18,11 @@ mod support;
 
 use std::net::SocketAddr;
 
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use clap::{Parser, ValueEnum};
+use http::{HeaderName, HeaderValue};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 use tower_governor::GovernorLayer;
@@ -45,6 +50,8 @@ struct Args {
 enum Mode {
     /// No layer.
     None,
+    /// No layer; the answer carries the rate-limit headers of `ours`, fixed.
+    StaticHeaders,
     /// `RateLimitLayer` with a `MemoryStore`.
     Ours,
     /// The same without rate-limit headers (`RateLimitHeaders::None`).
@@ -81,10 +88,29 @@ async fn ours_redis(_: Router, _: &str) -> Router {
     )
 }
 
+/// The answer of `ours` to every request here, headers included.
+async fn hello_with_headers() -> impl IntoResponse {
+    let header = |name, value| {
+        (
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    let headers = [
+        header("ratelimit-policy", "\"default\";q=1000000000;w=1"),
+        header("ratelimit", "\"default\";r=999999999;t=1"),
+        header("x-ratelimit-limit", "1000000000"),
+        header("x-ratelimit-remaining", "999999999"),
+        header("x-ratelimit-reset", "1"),
+    ];
+    (headers, "hello")
+}
+
 async fn run(args: Args) -> std::io::Result<()> {
     let app = Router::new().route("/", get(|| async { "hello" }));
     let app = match args.mode {
         Mode::None => app,
+        Mode::StaticHeaders => Router::new().route("/", get(hello_with_headers)),
         Mode::Ours => app.layer(RateLimitLayer::new(
             key::PeerIp,
             MemoryStore::new(),
