@@ -1,32 +1,81 @@
 #!/usr/bin/env bash
 # Runs the in-process benches side by side with governor / tower_governor and prints
 # markdown tables of criterion estimates and ratios (ours / anchor; below 1 means we are faster).
-# Extra arguments go to criterion, e.g. `benches/compare.sh --measurement-time 5`. With
-# valgrind installed, also counts instructions per request through the layers.
+#   benches/compare.sh [--rounds 1] [criterion arguments, e.g. --measurement-time 5]
+# With several rounds, the benches run again and again, each row gives the medians of the
+# rounds' estimates, its ratio the median of the rounds' ratios (ours and the anchor measured
+# a minute apart), and the range of those ratios: a shared machine's speed drifts.
+# With valgrind installed, also counts instructions per request through the layers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+rounds=1
+if [ "${1:-}" = --rounds ]; then
+    rounds=$2
+    shift 2
+fi
 target=${CARGO_TARGET_DIR:-target}
+# Criterion's estimate in ns in one `estimates.json`: the slope over its linear samples,
+# else the median.
+criterion_estimate() {
+    local number='"point_estimate":([0-9.eE+-]+)'
+    if grep -q '"slope":{' "$1"; then
+        sed -E "s/.*\"slope\":\{\"confidence_interval\":\{[^}]*\},$number.*/\1/" "$1"
+    else
+        sed -E "s/.*\"median\":\{\"confidence_interval\":\{[^}]*\},$number.*/\1/" "$1"
+    fi
+}
+# Every round's estimate of each bench, by bench: "ns ns ns ".
+declare -A estimates
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-cargo bench --bench memory -- "$@" >&2
-cargo bench --bench layer -- "$@" >&2
+for _ in $(seq "$rounds"); do
+    cargo bench --bench memory -- "$@" >&2
+    cargo bench --bench layer -- "$@" >&2
+    for file in "$target"/criterion/{memory,layer}_*/*/new/estimates.json; do
+        id=${file#"$target/criterion/"}
+        estimates[${id%/new/estimates.json}]+="$(criterion_estimate "$file") "
+    done
+done
 per_key=$(cargo bench --bench memory_per_key 2>/dev/null)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# Criterion's estimate in ns of one benchmark (the slope over its linear samples, else the
-# median), e.g. `estimate memory_hot_key/ours`.
-estimate() {
-    local file="$target/criterion/$1/new/estimates.json" number='"point_estimate":([0-9.eE+-]+)'
-    if grep -q '"slope":{' "$file"; then
-        sed -E "s/.*\"slope\":\{\"confidence_interval\":\{[^}]*\},$number.*/\1/" "$file"
-    else
-        sed -E "s/.*\"median\":\{\"confidence_interval\":\{[^}]*\},$number.*/\1/" "$file"
-    fi
+# `median NUMBER...`
+median() {
+    printf '%s\n' "$@" | sort -g |
+        awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-# `row label ours anchor`: one table row with both estimates and their ratio.
+# The median of a bench's estimates, e.g. `estimate memory_hot_key/ours`.
+estimate() {
+    # shellcheck disable=SC2086 # one word per round
+    median ${estimates[$1]}
+}
+# `row label ours anchor`: the medians of both benches, the median of their per-round
+# ratios and, with several rounds, the range of those ratios.
 row() {
-    awk -v label="$1" -v a="$2" -v b="$3" \
-        'BEGIN { printf "| %s | %.1f | %.1f | %.2f |\n", label, a, b, a / b }'
+    local ours anchor ratios=() i
+    read -r -a ours <<<"${estimates[$2]}"
+    read -r -a anchor <<<"${estimates[$3]}"
+    for i in "${!ours[@]}"; do
+        ratios+=("$(awk -v a="${ours[$i]}" -v b="${anchor[$i]}" 'BEGIN { print a / b }')")
+    done
+    local range=
+    if [ "$rounds" -gt 1 ]; then
+        range=$(printf '%s\n' "${ratios[@]}" | sort -g | sed -n '1p;$p' |
+            awk '{ v[NR] = $1 } END { printf " | %.2f–%.2f", v[1], v[2] }')
+    fi
+    awk -v label="$1" -v a="$(estimate "$2")" -v b="$(estimate "$3")" \
+        -v ratio="$(median "${ratios[@]}")" -v range="$range" \
+        'BEGIN { printf "| %s | %.1f | %.1f | %.2f%s |\n", label, a, b, ratio, range }'
+}
+# `header first columns...`: a table's header, with the ratio range column when needed.
+header() {
+    if [ "$rounds" -gt 1 ]; then
+        echo "| $* | ratio | ratio range |"
+        echo "|---|---:|---:|---:|---:|"
+    else
+        echo "| $* | ratio |"
+        echo "|---|---:|---:|---:|"
+    fi
 }
 
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -34,24 +83,20 @@ echo "Load average (1, 5, 15 min): $load_before before, $load_after after."
 echo
 echo "In-process decision, ns per check:"
 echo
-echo "| case | MemoryStore | governor keyed | ratio |"
-echo "|---|---:|---:|---:|"
+header "case | MemoryStore | governor keyed"
 for group in hot_key 100k_keys new_key 2_threads_hot_key denied_hot_key; do
-    row "$group" "$(estimate "memory_$group/ours")" "$(estimate "memory_$group/governor")"
+    row "$group" "memory_$group/ours" "memory_$group/governor"
 done
-row "hot_key, every decision in full" "$(estimate memory_hot_key/ours_decided)" \
-    "$(estimate memory_hot_key/governor)"
+row "hot_key, every decision in full" memory_hot_key/ours_decided memory_hot_key/governor
 echo
 none=$(estimate layer_allowed/none)
 echo "Whole layer, ns per request through \`oneshot\` (no layer: $(printf '%.1f' "$none") ns):"
 echo
-echo "| case | RateLimitLayer | GovernorLayer | ratio |"
-echo "|---|---:|---:|---:|"
+header "case | RateLimitLayer | GovernorLayer"
 for outcome in allowed denied; do
-    row "$outcome, rate-limit headers" "$(estimate "layer_$outcome/ours")" \
-        "$(estimate "layer_$outcome/tower_governor_headers")"
-    row "$outcome, no rate-limit headers" "$(estimate "layer_$outcome/ours_no_headers")" \
-        "$(estimate "layer_$outcome/tower_governor")"
+    row "$outcome, rate-limit headers" "layer_$outcome/ours" "layer_$outcome/tower_governor_headers"
+    row "$outcome, no rate-limit headers" "layer_$outcome/ours_no_headers" \
+        "layer_$outcome/tower_governor"
 done
 echo
 echo "Memory per key after 1 000 000 \`IpAddr\` keys:"
@@ -60,7 +105,8 @@ echo "| measure | MemoryStore | governor keyed | ratio |"
 echo "|---|---:|---:|---:|"
 value() { echo "$per_key" | sed -nE "s/^$1 .*$2=([0-9.]+).*/\1/p"; }
 for measure in heap_bytes_per_key rss_bytes_per_key; do
-    row "$measure" "$(value ours "$measure")" "$(value governor "$measure")"
+    awk -v label="$measure" -v a="$(value ours "$measure")" -v b="$(value governor "$measure")" \
+        'BEGIN { printf "| %s | %.1f | %.1f | %.2f |\n", label, a, b, a / b }'
 done
 if command -v valgrind >/dev/null; then
     echo
