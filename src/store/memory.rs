@@ -393,13 +393,14 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         let policy = &policies[0];
         let decide = |state| policy.algorithm().decide(state, now, cost, policy.quota());
         let mut current = word.load(Relaxed);
-        // The loop needs only the outcome and the next state; the decision is computed
-        // once, after it, from the state it was decided on, and only if it is read.
+        // A charge that changes nothing (a refusal) is answered with its decision. One that
+        // swaps needs only the outcome and the next state in the loop; its decision is
+        // computed once, after it, from the state it was decided on, and only if read.
         let (at_once, decided) = loop {
             let (decision, next) = decide(current);
             let at_once = decision.outcome == Outcome::Allowed;
             let Some(next) = next else {
-                break (at_once, current);
+                return (REPORT || !at_once).then(|| decision.into());
             };
             match word.compare_exchange_weak(current, next, Relaxed, Relaxed) {
                 Ok(_) => break (at_once, current),
