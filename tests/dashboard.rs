@@ -68,13 +68,13 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 }
 
 /// Counts the answers a client got.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Answers {
     ok: AtomicU64,
     limited: AtomicU64,
 }
 
-/// `user` pinging every `every` until `stop` (at most a minute).
+/// `user` pinging every `every` until `stop` (at most two minutes).
 fn load(
     client: Http,
     url: String,
@@ -85,7 +85,7 @@ fn load(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
-        let end = tokio::time::Instant::now() + Duration::from_secs(60);
+        let end = tokio::time::Instant::now() + Duration::from_secs(120);
         while !stop.load(Relaxed) && tokio::time::Instant::now() < end {
             tick.tick().await;
             match get(&client, &url, &[("x-user", user)]).await.0 {
@@ -192,14 +192,20 @@ async fn the_dashboard_draws_counts_and_acts_under_load() {
         .await;
 
     // The chart draws both lines: the denials' near the top, the admissions' low.
-    let chart = eventually("the chart draws the load", 30, || async {
+    let attempts = AtomicU64::new(0);
+    let chart = eventually("the chart draws the load", 60, || async {
         let chart = browser.run(CHART_PIXELS).await;
         let height = chart["height"].as_f64()?;
         let (allowed, denied) = (&chart["allowed"], &chart["denied"]);
         let drawn = allowed[0].as_u64()? > 60 && denied[0].as_u64()? > 60;
         let denied_top = denied[1].as_f64()? < 0.35 * height;
         let allowed_low = allowed[1].as_f64()? > 0.5 * height;
-        (drawn && denied_top && allowed_low).then_some(chart)
+        let done = drawn && denied_top && allowed_low;
+        // What the chart looks like meanwhile, every five seconds, should it never do.
+        if !done && attempts.fetch_add(1, Relaxed) % 50 == 0 {
+            eprintln!("chart so far: {chart} ({answers:?})");
+        }
+        done.then_some(chart)
     })
     .await;
     eprintln!("chart: {chart}");
