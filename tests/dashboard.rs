@@ -202,7 +202,7 @@ async fn the_dashboard_draws_counts_and_acts_under_load() {
         let allowed_low = allowed[1].as_f64()? > 0.5 * height;
         let done = drawn && denied_top && allowed_low;
         // What the chart looks like meanwhile, every five seconds, should it never do.
-        if !done && attempts.fetch_add(1, Relaxed) % 50 == 0 {
+        if !done && attempts.fetch_add(1, Relaxed).is_multiple_of(50) {
             eprintln!("chart so far: {chart} ({answers:?})");
         }
         done.then_some(chart)
