@@ -8,6 +8,7 @@
 # With valgrind installed, also counts instructions per request through the layers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/stats.sh
 
 rounds=1
 if [ "${1:-}" = --rounds ]; then
@@ -39,11 +40,6 @@ done
 per_key=$(cargo bench --bench memory_per_key 2>/dev/null)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# `median NUMBER...`
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 # The median of a bench's estimates, e.g. `estimate memory_hot_key/ours`.
 estimate() {
     # shellcheck disable=SC2086 # one word per round
@@ -60,8 +56,7 @@ row() {
     done
     local range=
     if [ "$rounds" -gt 1 ]; then
-        range=$(printf '%s\n' "${ratios[@]}" | sort -g | sed -n '1p;$p' |
-            awk '{ v[NR] = $1 } END { printf " | %.2f–%.2f", v[1], v[2] }')
+        range=$(range "${ratios[@]}" | awk '{ printf " | %.2f–%.2f", $1, $2 }')
     fi
     awk -v label="$1" -v a="$(estimate "$2")" -v b="$(estimate "$3")" \
         -v ratio="$(median "${ratios[@]}")" -v range="$range" \

@@ -11,6 +11,7 @@
 # (--threads: the server's Tokio workers; wrk always runs one thread.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/stats.sh
 
 duration=10s connections=32 threads=1 rounds=3
 while [ $# -gt 0 ]; do
@@ -83,12 +84,10 @@ for _ in $(seq "$rounds"); do
     done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-median() {
-    tr ' ' '\n' <<<"${runs[$1]}" | sed '/^$/d' | sort -g |
-        awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-none=$(median none)
-governor=$(median governor)
+# shellcheck disable=SC2086 # one word per round
+none=$(median ${runs[none]})
+# shellcheck disable=SC2086
+governor=$(median ${runs[governor]})
 
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "redis-server $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-) on 127.0.0.1:$port"
@@ -99,9 +98,10 @@ echo "| mode | requests/s (median) | rounds' range | / none | / tower_governor |
 echo "|---|---:|---:|---:|---:|"
 # `row LABEL MODE [ANCHOR]`
 row() {
-    local range
-    range=$(tr ' ' '\n' <<<"${runs[$2]}" | sed '/^$/d' | sort -g | sed -n '1p;$p' | tr '\n' ' ')
-    awk -v label="$1" -v r="$(median "$2")" -v range="$range" -v none="$none" -v gov="${3:-}" 'BEGIN {
+    local figures
+    read -r -a figures <<<"${runs[$2]}"
+    awk -v label="$1" -v r="$(median "${figures[@]}")" -v range="$(range "${figures[@]}")" \
+        -v none="$none" -v gov="${3:-}" 'BEGIN {
         split(range, ends, " ")
         printf "| %s | %.0f | %.0f–%.0f | %.2f | %s |\n", label, r, ends[1], ends[2], r / none,
             gov == "" ? "" : sprintf("%.2f", r / gov)
