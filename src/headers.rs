@@ -119,47 +119,23 @@ impl HeaderWriter {
             RateLimitHeaders::None => return,
         };
         let decisive = decisions.decisive();
-        let reset = decisions[decisive].reset.filter(|_| legacy);
-        let sent = Sent {
-            ietf,
-            legacy,
-            decisive,
-            reset,
-        };
-        if headers.is_empty() {
-            // A response with no headers yet (one the layer makes, say) gets a copy.
-            let mut ours = shape([ietf, ietf, legacy, legacy, reset.is_some()]).clone();
-            let mut slots = ours.values_mut();
-            self.each_value(decisions, sent, |_, value| {
-                *slots.next().expect("a slot per header sent") = value;
-            });
-            *headers = ours;
-        } else {
-            self.each_value(decisions, sent, |name, value| {
-                headers.insert(name, value);
-            });
+        let decision = &decisions[decisive];
+        let reset = decision.reset.filter(|_| legacy);
+        let mut ours = shape([ietf, ietf, legacy, legacy, reset.is_some()]).clone();
+        let mut slots = ours.values_mut();
+        let mut fill = |value| *slots.next().expect("a slot per header sent") = value;
+        if ietf {
+            fill(self.policy.clone());
+            fill(self.field(decisions));
         }
-    }
-
-    /// Gives `put` each header sent, in the order of [`NAMES`].
-    fn each_value(
-        &self,
-        decisions: &Decisions,
-        sent: Sent,
-        mut put: impl FnMut(HeaderName, HeaderValue),
-    ) {
-        let [policy, field, limit, remaining, reset] = NAMES;
-        if sent.ietf {
-            put(policy, self.policy.clone());
-            put(field, self.field(decisions));
-        }
-        if sent.legacy {
-            put(limit, self.limits[sent.decisive].clone());
-            put(remaining, number(decisions[sent.decisive].remaining));
-            if let Some(wait) = sent.reset {
-                put(reset, number(ceil_secs(wait)));
+        if legacy {
+            fill(self.limits[decisive].clone());
+            fill(number(decision.remaining));
+            if let Some(reset) = reset {
+                fill(number(ceil_secs(reset)));
             }
         }
+        merge(headers, ours);
     }
 
     /// The `RateLimit` field: one item per policy, written into one buffer of its exact
@@ -191,21 +167,11 @@ impl HeaderWriter {
     }
 }
 
-/// Which headers a response gets: the sets, the decisive policy (the one
-/// `X-RateLimit-*` describe) and its reset, if `X-RateLimit-Reset` is sent.
-#[derive(Clone, Copy)]
-struct Sent {
-    ietf: bool,
-    legacy: bool,
-    decisive: usize,
-    reset: Option<Duration>,
-}
-
 /// The headers of [`NAMES`] that are sent (`sent[i]` for `NAMES[i]`), in a map with an
-/// empty static value for each, made once per process. Copying the map copies the hashes
-/// of the names, where inserting them would hash each name again, one byte at a time. It
-/// has room for as many again (a refusal's own), so that adding them does not grow its
-/// index.
+/// empty static value for each, made once per process. A response's headers are a copy
+/// with the values filled in: copying the map copies the hashes of the names, where
+/// inserting them would hash each name again, one byte at a time. The map has room for
+/// as many headers of the response's own, so that adding them does not grow its index.
 fn shape(sent: [bool; 5]) -> &'static HeaderMap {
     static SHAPES: [OnceLock<HeaderMap>; 32] = [const { OnceLock::new() }; 32];
     let index = sent
@@ -219,6 +185,20 @@ fn shape(sent: [bool; 5]) -> &'static HeaderMap {
         }
         map
     })
+}
+
+/// Puts the rate-limit headers `ours` into a response's `headers`, replacing any values
+/// of the same names. Unless the response has one of them, its headers are moved into
+/// `ours`, whose names are hashed already.
+fn merge(headers: &mut HeaderMap, mut ours: HeaderMap) {
+    if headers.keys().any(|name| NAMES.contains(name)) {
+        headers.extend(ours);
+        return;
+    }
+    if !headers.is_empty() {
+        ours.extend(std::mem::take(headers));
+    }
+    *headers = ours;
 }
 
 /// `text` as a static header value: leaked once per distinct text in the process, so a
@@ -638,15 +618,6 @@ mod tests {
         assert_eq!(headers["content-type"], "text/plain");
         assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
         assert_eq!(headers["x-ratelimit-remaining"], "4");
-
-        // Into a response with no headers (the map copied) or some (the names inserted),
-        // the same rate-limit headers.
-        let mut alone = HeaderMap::new();
-        writer.write(&mut alone, &decisions);
-        assert_eq!(alone.len(), 5);
-        for (name, value) in &alone {
-            assert_eq!(headers.get_all(name).iter().collect::<Vec<_>>(), [value]);
-        }
 
         // Values of the same names, even several, give way to the layer's.
         own.append("x-ratelimit-remaining", HeaderValue::from_static("99"));
