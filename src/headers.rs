@@ -31,17 +31,13 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{Algorithm, Decision, Decisions, Outcome, Policies, Policy};
 
-/// The rate-limit header names, in the order they are written: `RateLimit-Policy`,
-/// `RateLimit`, `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`. Made at
-/// compile time where they are used: an owned name is moved into the map, where a shared
-/// `static` one would be cloned per insert.
-const NAMES: [HeaderName; 5] = [
-    HeaderName::from_static("ratelimit-policy"),
-    HeaderName::from_static("ratelimit"),
-    HeaderName::from_static("x-ratelimit-limit"),
-    HeaderName::from_static("x-ratelimit-remaining"),
-    HeaderName::from_static("x-ratelimit-reset"),
-];
+/// The header names, each made at compile time where it is used: an owned name is moved
+/// into the map, where a shared `static` one would be cloned per insert.
+macro_rules! name {
+    ($name:literal) => {
+        const { HeaderName::from_static($name) }
+    };
+}
 
 /// Which rate-limit headers responses carry. `Retry-After` is always sent on rejections
 /// that can be retried.
@@ -109,33 +105,32 @@ impl HeaderWriter {
         self.which != RateLimitHeaders::None
     }
 
-    /// Adds the rate-limit headers describing `decisions`, one per policy, replacing any
-    /// of the same names already there.
+    fn writes_ietf(&self) -> bool {
+        matches!(self.which, RateLimitHeaders::Ietf | RateLimitHeaders::Both)
+    }
+
+    /// Adds the rate-limit headers describing `decisions`, one per policy.
     pub(crate) fn write(&self, headers: &mut HeaderMap, decisions: &Decisions) {
-        let (ietf, legacy) = match self.which {
-            RateLimitHeaders::Ietf => (true, false),
-            RateLimitHeaders::Legacy => (false, true),
-            RateLimitHeaders::Both => (true, true),
-            RateLimitHeaders::None => return,
-        };
-        let decisive = decisions.decisive();
-        let decision = &decisions[decisive];
-        let reset = decision.reset.filter(|_| legacy);
-        let mut ours = shape([ietf, ietf, legacy, legacy, reset.is_some()]).clone();
-        let mut slots = ours.values_mut();
-        let mut fill = |value| *slots.next().expect("a slot per header sent") = value;
-        if ietf {
-            fill(self.policy.clone());
-            fill(self.field(decisions));
+        if !self.writes_any() {
+            return;
         }
-        if legacy {
-            fill(self.limits[decisive].clone());
-            fill(number(decision.remaining));
-            if let Some(reset) = reset {
-                fill(number(ceil_secs(reset)));
+        headers.reserve(5);
+        if self.writes_ietf() {
+            headers.insert(name!("ratelimit-policy"), self.policy.clone());
+            headers.insert(name!("ratelimit"), self.field(decisions));
+        }
+        if matches!(
+            self.which,
+            RateLimitHeaders::Legacy | RateLimitHeaders::Both
+        ) {
+            let decisive = decisions.decisive();
+            let decision = &decisions[decisive];
+            headers.insert(name!("x-ratelimit-limit"), self.limits[decisive].clone());
+            headers.insert(name!("x-ratelimit-remaining"), number(decision.remaining));
+            if let Some(reset) = decision.reset {
+                headers.insert(name!("x-ratelimit-reset"), number(ceil_secs(reset)));
             }
         }
-        merge(headers, ours);
     }
 
     /// The `RateLimit` field: one item per policy, written into one buffer of its exact
@@ -165,40 +160,6 @@ impl HeaderWriter {
         }
         value(field)
     }
-}
-
-/// The headers of [`NAMES`] that are sent (`sent[i]` for `NAMES[i]`), in a map with an
-/// empty static value for each, made once per process. A response's headers are a copy
-/// with the values filled in: copying the map copies the hashes of the names, where
-/// inserting them would hash each name again, one byte at a time. The map has room for
-/// as many headers of the response's own, so that adding them does not grow its index.
-fn shape(sent: [bool; 5]) -> &'static HeaderMap {
-    static SHAPES: [OnceLock<HeaderMap>; 32] = [const { OnceLock::new() }; 32];
-    let index = sent
-        .iter()
-        .rev()
-        .fold(0, |index, &sent| index << 1 | usize::from(sent));
-    SHAPES[index].get_or_init(|| {
-        let mut map = HeaderMap::with_capacity(2 * NAMES.len());
-        for (name, _) in NAMES.into_iter().zip(sent).filter(|&(_, sent)| sent) {
-            map.insert(name, HeaderValue::from_static(""));
-        }
-        map
-    })
-}
-
-/// Puts the rate-limit headers `ours` into a response's `headers`, replacing any values
-/// of the same names. Unless the response has one of them, its headers are moved into
-/// `ours`, whose names are hashed already.
-fn merge(headers: &mut HeaderMap, mut ours: HeaderMap) {
-    if headers.keys().any(|name| NAMES.contains(name)) {
-        headers.extend(ours);
-        return;
-    }
-    if !headers.is_empty() {
-        ours.extend(std::mem::take(headers));
-    }
-    *headers = ours;
 }
 
 /// `text` as a static header value: leaked once per distinct text in the process, so a
@@ -598,32 +559,6 @@ mod tests {
                 assert_eq!(a["x-ratelimit-remaining"], remaining.to_string().as_str());
             }
         }
-    }
-
-    #[test]
-    fn a_response_keeps_its_own_headers_and_loses_its_rate_limit_ones() {
-        let policy = Policy::new("p", Quota::per_minute(10), Algorithm::TokenBucket);
-        let writer = HeaderWriter::new(RateLimitHeaders::Both, &policy.unwrap().into());
-        let decisions = decision(Outcome::Allowed, 4, Some(Duration::from_secs(6))).into();
-        let mut own = HeaderMap::new();
-        own.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain"),
-        );
-        own.append("set-cookie", HeaderValue::from_static("a=1"));
-        own.append("set-cookie", HeaderValue::from_static("b=2"));
-        let mut headers = own.clone();
-        writer.write(&mut headers, &decisions);
-        assert_eq!(headers.len(), 8);
-        assert_eq!(headers["content-type"], "text/plain");
-        assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
-        assert_eq!(headers["x-ratelimit-remaining"], "4");
-
-        // Values of the same names, even several, give way to the layer's.
-        own.append("x-ratelimit-remaining", HeaderValue::from_static("99"));
-        own.append("x-ratelimit-remaining", HeaderValue::from_static("98"));
-        writer.write(&mut own, &decisions);
-        assert_eq!(own, headers);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 
 use crate::{Decision, Decisions, Outcome, Policies, Policy};
 
@@ -147,7 +147,7 @@ fn problem_json(
         body.push(']');
     }
     body.push('}');
-    problem_response(status, Bytes::from(body), HeaderMap::with_capacity(2))
+    problem_response(status, Bytes::from(body), 1)
 }
 
 /// Appends `text` as the inside of a JSON string: quotes and backslashes escaped, control
@@ -173,20 +173,17 @@ fn title(status: StatusCode) -> &'static str {
     }
 }
 
-/// A response carrying a problem document, its headers added to `headers`.
-pub(crate) fn problem_response(
-    status: StatusCode,
-    body: Bytes,
-    mut headers: HeaderMap,
-) -> Response<Bytes> {
-    headers.insert(
+/// A response carrying a problem document, with room for `headers` headers.
+pub(crate) fn problem_response(status: StatusCode, body: Bytes, headers: usize) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers_mut = response.headers_mut();
+    headers_mut.reserve(headers + 1);
+    headers_mut.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    headers.insert(CACHE_CONTROL, NO_STORE);
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
+    headers_mut.insert(CACHE_CONTROL, NO_STORE);
     response
 }
 

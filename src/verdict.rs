@@ -178,7 +178,10 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
             // Only a refusal asks: most requests never read the content type.
             grpc: request.is_grpc(),
         };
-        Verdict::Answer(self.refusal(&rejection, &report))
+        let mut response = self.refusal(&rejection, &report);
+        self.write_headers(response.headers_mut(), &report);
+        write_retry_after(response.headers_mut(), &decision);
+        Verdict::Answer(response)
     }
 
     /// Whether anything reads a passing request's decisions: its headers, its extensions
@@ -213,36 +216,25 @@ impl<K: KeyExtractor, S: Store<K::Key>> Shared<K, S> {
         }
     }
 
-    /// The answer to a refused request, with its rate-limit headers.
+    /// The answer to a refused request, before the rate-limit headers.
     fn refusal(&self, rejection: &Rejection<'_>, report: &Report) -> Response<Bytes> {
-        let always_the_same = self.on_rejection.is_none()
-            && !rejection.grpc
+        if let Some(on_rejection) = &self.on_rejection {
+            return on_rejection(rejection);
+        }
+        let always_the_same = !rejection.grpc
             && report.policies.is_none()
             && self.limiter.policies().len() == 1
             && matches!(rejection.decision.outcome, Outcome::Denied { .. });
-        if always_the_same {
-            // The layer's one policy refused: the body is built once, and the rate-limit
-            // headers come first, so that the map they are copied into is the response's.
-            let body = self
-                .refusal
-                .get_or_init(|| rejection.default_response().into_body());
-            // Room for content type, cache control and Retry-After; the rate-limit
-            // headers, if any, bring a map of their own.
-            let mut headers = match self.headers.writes_any() {
-                true => HeaderMap::new(),
-                false => HeaderMap::with_capacity(3),
-            };
-            self.write_headers(&mut headers, report);
-            write_retry_after(&mut headers, rejection.decision);
-            return problem_response(StatusCode::TOO_MANY_REQUESTS, body.clone(), headers);
+        if !always_the_same {
+            return rejection.default_response();
         }
-        let mut response = match &self.on_rejection {
-            Some(on_rejection) => on_rejection(rejection),
-            None => rejection.default_response(),
-        };
-        self.write_headers(response.headers_mut(), report);
-        write_retry_after(response.headers_mut(), rejection.decision);
-        response
+        // The layer's one policy refused: the body is built once.
+        let body = self
+            .refusal
+            .get_or_init(|| rejection.default_response().into_body());
+        // Content type, Retry-After and perhaps the five rate-limit headers.
+        let headers = if self.headers.writes_any() { 7 } else { 2 };
+        problem_response(StatusCode::TOO_MANY_REQUESTS, body.clone(), headers)
     }
 
     /// Adds the rate-limit headers for `report`.
