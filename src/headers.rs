@@ -562,6 +562,40 @@ mod tests {
     }
 
     #[test]
+    fn a_response_keeps_its_own_headers_and_loses_its_rate_limit_ones() {
+        let policy = Policy::new("p", Quota::per_minute(10), Algorithm::TokenBucket);
+        let writer = HeaderWriter::new(RateLimitHeaders::Both, &policy.unwrap().into());
+        let decisions = decision(Outcome::Allowed, 4, Some(Duration::from_secs(6))).into();
+        let mut own = HeaderMap::new();
+        own.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+        own.append("set-cookie", HeaderValue::from_static("a=1"));
+        own.append("set-cookie", HeaderValue::from_static("b=2"));
+        let mut headers = own.clone();
+        writer.write(&mut headers, &decisions);
+        assert_eq!(headers.len(), 8);
+        assert_eq!(headers["content-type"], "text/plain");
+        assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(headers["x-ratelimit-remaining"], "4");
+
+        // The same rate-limit headers as into a response with none.
+        let mut alone = HeaderMap::new();
+        writer.write(&mut alone, &decisions);
+        assert_eq!(alone.len(), 5);
+        for (name, value) in &alone {
+            assert_eq!(headers.get_all(name).iter().collect::<Vec<_>>(), [value]);
+        }
+
+        // Values of the same names, even several, give way to the layer's.
+        own.append("x-ratelimit-remaining", HeaderValue::from_static("99"));
+        own.append("x-ratelimit-remaining", HeaderValue::from_static("98"));
+        writer.write(&mut own, &decisions);
+        assert_eq!(own, headers);
+    }
+
+    #[test]
     fn layers_built_again_share_their_static_text() {
         let policy = Policy::new("shared", Quota::per_hour(5000), Algorithm::TokenBucket);
         let policies: Policies = policy.unwrap().into();
