@@ -1,6 +1,7 @@
 //! The whole layer, one request through `oneshot`: no layer, `RateLimitLayer` and
 //! tower_governor's `GovernorLayer`, all keyed by the peer IP from axum's `ConnectInfo`, in
-//! front of the same trivial service, for allowed and for rejected requests.
+//! front of the same trivial service, for allowed and for rejected requests; and, with
+//! headers, in front of one that sets its response's content type, as axum handlers do.
 //!
 //! Every future here is ready on its first poll, so it is polled once with a no-op waker:
 //! no runtime is measured.
@@ -16,7 +17,8 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
-use http::{Request, Response, StatusCode};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::GovernorLayer;
@@ -73,6 +75,13 @@ where
 fn layers(c: &mut Criterion) {
     let inner =
         service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
+    // As an axum handler answers text: the response has a header of its own.
+    let typed = service_fn(|_: Request<()>| async {
+        let mut response = Response::new(Body::empty());
+        let text = HeaderValue::from_static("text/plain; charset=utf-8");
+        response.headers_mut().insert(CONTENT_TYPE, text);
+        Ok::<_, Infallible>(response)
+    });
     let ours = |quota, headers| {
         RateLimitLayer::new(key::PeerIp, MemoryStore::new(), quota).headers(headers)
     };
@@ -118,6 +127,12 @@ fn layers(c: &mut Criterion) {
         }
         bench(&mut group, "tower_governor", plain, status);
         bench(&mut group, "tower_governor_headers", with_headers, status);
+        if allowed {
+            let ours = ours(quota, RateLimitHeaders::Both).layer(typed);
+            let theirs = GovernorLayer::new(config.use_headers().finish().unwrap()).layer(typed);
+            bench(&mut group, "ours_content_type", ours, status);
+            bench(&mut group, "tower_governor_headers_content_type", theirs, status);
+        }
         group.finish();
     }
 }
