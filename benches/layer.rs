@@ -131,7 +131,12 @@ fn layers(c: &mut Criterion) {
             let ours = ours(quota, RateLimitHeaders::Both).layer(typed);
             let theirs = GovernorLayer::new(config.use_headers().finish().unwrap()).layer(typed);
             bench(&mut group, "ours_content_type", ours, status);
-            bench(&mut group, "tower_governor_headers_content_type", theirs, status);
+            bench(
+                &mut group,
+                "tower_governor_headers_content_type",
+                theirs,
+                status,
+            );
         }
         group.finish();
     }
