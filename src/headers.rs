@@ -65,6 +65,10 @@ pub(crate) struct HeaderWriter {
     policy: HeaderValue,
     /// `X-RateLimit-Limit` per policy: its burst.
     limits: Box<[HeaderValue]>,
+    /// The names written, in order, with the constant values and placeholders: a copy
+    /// holds each name's hash already, so a response with no headers of its own gets
+    /// them without hashing a name.
+    template: HeaderMap,
 }
 
 impl HeaderWriter {
@@ -89,7 +93,7 @@ impl HeaderWriter {
     ) -> Self {
         let items: Vec<String> = policies.iter().map(policy_item).collect();
         let limit = |policy: &Policy| value(&policy.quota().burst_size().to_string());
-        Self {
+        let mut writer = Self {
             which,
             item_starts: policies
                 .iter()
@@ -97,7 +101,18 @@ impl HeaderWriter {
                 .collect(),
             policy: value(&items.join(", ")),
             limits: policies.iter().map(limit).collect(),
-        }
+            template: HeaderMap::new(),
+        };
+        let any = Decision {
+            outcome: Outcome::Allowed,
+            limit: 0,
+            remaining: 0,
+            reset: Some(Duration::ZERO),
+        };
+        let mut template = HeaderMap::new();
+        writer.insert(&mut template, &Decisions::new(vec![any; policies.len()]), 0);
+        writer.template = template;
+        writer
     }
 
     /// Whether any rate-limit header is written.
@@ -109,22 +124,49 @@ impl HeaderWriter {
         matches!(self.which, RateLimitHeaders::Ietf | RateLimitHeaders::Both)
     }
 
+    fn writes_legacy(&self) -> bool {
+        matches!(
+            self.which,
+            RateLimitHeaders::Legacy | RateLimitHeaders::Both
+        )
+    }
+
     /// Adds the rate-limit headers describing `decisions`, one per policy.
     pub(crate) fn write(&self, headers: &mut HeaderMap, decisions: &Decisions) {
         if !self.writes_any() {
             return;
         }
+        let decisive = decisions.decisive();
+        let decision = &decisions[decisive];
+        let Some(reset) = decision.reset.filter(|_| headers.is_empty()) else {
+            return self.insert(headers, decisions, decisive);
+        };
+        // The template's names, in the order `insert` writes them, with new values.
+        *headers = self.template.clone();
+        let mut slots = headers.values_mut();
+        if self.writes_ietf() {
+            // `RateLimit-Policy` is constant; `RateLimit` follows it.
+            *slots.nth(1).expect("a slot per header") = self.field(decisions);
+        }
+        if self.writes_legacy() {
+            let limit = self.limits[decisive].clone();
+            let values = [limit, number(decision.remaining), number(ceil_secs(reset))];
+            for (slot, value) in slots.zip(values) {
+                *slot = value;
+            }
+        }
+    }
+
+    /// Inserts the headers one by one, each replacing a value of the same name (`decisive`:
+    /// the decision `X-RateLimit-*` describe).
+    fn insert(&self, headers: &mut HeaderMap, decisions: &Decisions, decisive: usize) {
+        let decision = &decisions[decisive];
         headers.reserve(5);
         if self.writes_ietf() {
             headers.insert(name!("ratelimit-policy"), self.policy.clone());
             headers.insert(name!("ratelimit"), self.field(decisions));
         }
-        if matches!(
-            self.which,
-            RateLimitHeaders::Legacy | RateLimitHeaders::Both
-        ) {
-            let decisive = decisions.decisive();
-            let decision = &decisions[decisive];
+        if self.writes_legacy() {
             headers.insert(name!("x-ratelimit-limit"), self.limits[decisive].clone());
             headers.insert(name!("x-ratelimit-remaining"), number(decision.remaining));
             if let Some(reset) = decision.reset {
@@ -385,6 +427,58 @@ mod tests {
         );
         assert_eq!(names(RateLimitHeaders::Both).len(), 5);
         assert!(names(RateLimitHeaders::None).is_empty());
+    }
+
+    #[test]
+    fn a_response_with_headers_of_its_own_gets_the_same_headers() {
+        let policy = |name, quota| Policy::new(name, quota, Algorithm::TokenBucket).unwrap();
+        let one: Policies = policy("default", Quota::per_second(10)).into();
+        let two = Policies::new([
+            policy("burst", Quota::per_second(2)),
+            policy("daily", Quota::per_day(100)),
+        ])
+        .unwrap();
+        let reset = Some(Duration::from_millis(1_500));
+        let sorted = |headers: HeaderMap| {
+            let mut pairs: Vec<_> = headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+                .collect();
+            pairs.sort();
+            pairs
+        };
+        for which in [
+            RateLimitHeaders::Ietf,
+            RateLimitHeaders::Legacy,
+            RateLimitHeaders::Both,
+        ] {
+            for (policies, decisions) in [
+                (&one, Decisions::from(decision(Outcome::Allowed, 7, reset))),
+                (&one, Decisions::from(decision(Outcome::Allowed, 7, None))),
+                (
+                    &two,
+                    Decisions::new(vec![
+                        decision(Outcome::Allowed, 1, reset),
+                        decision(Outcome::Allowed, 40, Some(Duration::from_secs(864))),
+                    ]),
+                ),
+            ] {
+                let writer = HeaderWriter::new(which, policies);
+                let mut alone = HeaderMap::new();
+                writer.write(&mut alone, &decisions);
+                let mut beside = HeaderMap::new();
+                beside.insert("content-type", HeaderValue::from_static("text/plain"));
+                // The layer's value replaces the service's own.
+                beside.insert("x-ratelimit-limit", HeaderValue::from_static("999"));
+                writer.write(&mut beside, &decisions);
+                assert_eq!(beside.remove("content-type").unwrap(), "text/plain");
+                if which == RateLimitHeaders::Ietf {
+                    assert_eq!(beside.remove("x-ratelimit-limit").unwrap(), "999");
+                }
+                assert!(!alone.is_empty());
+                assert_eq!(sorted(alone), sorted(beside), "{which:?}, {decisions:?}");
+            }
+        }
     }
 
     #[test]
