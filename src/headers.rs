@@ -159,6 +159,7 @@ impl HeaderWriter {
 
     /// Inserts the headers one by one, each replacing a value of the same name (`decisive`:
     /// the decision `X-RateLimit-*` describe).
+    #[inline(always)]
     fn insert(&self, headers: &mut HeaderMap, decisions: &Decisions, decisive: usize) {
         let decision = &decisions[decisive];
         headers.reserve(5);
@@ -177,6 +178,7 @@ impl HeaderWriter {
 
     /// The `RateLimit` field: one item per policy, written into one buffer of its exact
     /// length (so the value takes one allocation).
+    #[inline(always)]
     fn field(&self, decisions: &Decisions) -> HeaderValue {
         let items = self.item_starts.iter().zip(decisions.iter());
         let t = |decision: &Decision| decision.reset.map(ceil_secs);
