@@ -2,11 +2,13 @@
 # End to end over loopback HTTP: runs examples/bench_server.rs with no layer, RateLimitLayer
 # (MemoryStore with and without rate-limit headers, then RedisStore on a throwaway
 # redis-server) and tower_governor's GovernorLayer, loads each with wrk and prints a
-# markdown table of requests per second.
+# markdown table of requests per second and of the server's CPU time per request.
 # Every limiter is keyed by the peer IP and never limits: each request is one allowed decision.
 # `static-headers` answers with the same five rate-limit headers and no layer: what carrying
 # them costs. The modes take turns, round after round, and each row is a mode's median, so
-# that a drift of the machine's speed weighs on all of them alike.
+# that a drift of the machine's speed weighs on all of them alike. The CPU time (user and
+# system, from /proc/PID/stat around the load) is what a request costs the server, whatever
+# share of the cores wrk takes.
 #   benches/e2e.sh [--duration 10s] [--connections 32] [--threads 1] [--rounds 3]
 # (--threads: the server's Tokio workers; wrk always runs one thread.)
 set -euo pipefail
@@ -46,8 +48,15 @@ for _ in $(seq 100); do
 done
 redis-cli -p "$port" ping >/dev/null
 
+# `cpu_ticks PID`: the user and system clock ticks a process has used, as "user system".
+cpu_ticks() {
+    # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parenthesis.
+    sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f12,13
+}
+
 # `rps MODE`: starts the server in MODE, loads it with wrk, sets `result` to wrk's
-# Requests/sec (not in a subshell, so the EXIT trap still sees the server).
+# Requests/sec and `cpu` to the server's user and system µs per request, as
+# "user system" (not in a subshell, so the EXIT trap still sees the server).
 rps() {
     "$server_bin" --mode "$1" --threads "$threads" --redis "redis://127.0.0.1:$port" \
         >"$dir/server.out" 2>"$dir/server.err" &
@@ -60,8 +69,10 @@ rps() {
         sleep 0.05
     done
     [ -n "$addr" ] || { echo "$1: the server did not start" >&2; return 1; }
-    local out
+    local out before after
+    before=$(cpu_ticks "$server")
     out=$(timeout 120 wrk -t1 -c"$connections" -d"$duration" "http://$addr/")
+    after=$(cpu_ticks "$server")
     echo "$out" >&2
     kill "$server"
     wait "$server" 2>/dev/null || true
@@ -72,15 +83,24 @@ rps() {
         return 1
     fi
     result=$(echo "$out" | sed -n 's/^Requests\/sec: *//p')
+    local requests
+    requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+    cpu=$(awk -v b="$before" -v a="$after" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(b, x, " "); split(a, y, " ")
+        printf "%.2f %.2f", (y[1] - x[1]) / hz / n * 1e6, (y[2] - x[2]) / hz / n * 1e6
+    }')
 }
 
 modes=(none static-headers ours ours-no-headers ours-redis governor)
-declare -A runs
+declare -A runs user system
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for _ in $(seq "$rounds"); do
     for mode in "${modes[@]}"; do
         rps "$mode"
         runs[$mode]+="$result "
+        read -r u s <<<"$cpu"
+        user[$mode]+="$u "
+        system[$mode]+="$s "
     done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -94,17 +114,19 @@ echo "redis-server $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-) on 1
 echo "Load average (1, 5, 15 min): $load_before before, $load_after after."
 echo "wrk -t1 -c$connections -d$duration, server with $threads Tokio worker thread(s); median of $rounds rounds."
 echo
-echo "| mode | requests/s (median) | rounds' range | / none | / tower_governor |"
-echo "|---|---:|---:|---:|---:|"
+echo "| mode | requests/s (median) | rounds' range | / none | / tower_governor | server CPU µs per request, user + system (median) |"
+echo "|---|---:|---:|---:|---:|---:|"
 # `row LABEL MODE [ANCHOR]`
 row() {
     local figures
     read -r -a figures <<<"${runs[$2]}"
+    # shellcheck disable=SC2086 # one word per round
     awk -v label="$1" -v r="$(median "${figures[@]}")" -v range="$(range "${figures[@]}")" \
-        -v none="$none" -v gov="${3:-}" 'BEGIN {
+        -v none="$none" -v gov="${3:-}" -v u="$(median ${user[$2]})" \
+        -v s="$(median ${system[$2]})" 'BEGIN {
         split(range, ends, " ")
-        printf "| %s | %.0f | %.0f–%.0f | %.2f | %s |\n", label, r, ends[1], ends[2], r / none,
-            gov == "" ? "" : sprintf("%.2f", r / gov)
+        printf "| %s | %.0f | %.0f–%.0f | %.2f | %s | %.2f + %.2f |\n", label, r, ends[1], ends[2],
+            r / none, gov == "" ? "" : sprintf("%.2f", r / gov), u, s
     }'
 }
 row none none
