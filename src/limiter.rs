@@ -246,7 +246,7 @@ where
 
     /// Like [`start`](Self::start), for a caller that reads no decision of a request
     /// passing at once: `None` for such a request, unless an observer watches.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn start_unreported(
         &self,
         key: &K,

@@ -39,13 +39,13 @@ impl KeyExtractor for PeerIp {
         "ip".to_owned()
     }
 
-    #[inline]
+    #[inline(always)]
     fn extract(&self, request: &RequestHead<'_>) -> Result<IpAddr, KeyError> {
         peer_ip(request).ok_or(NO_PEER)
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn peer_ip(request: &RequestHead<'_>) -> Option<IpAddr> {
     let extensions = request.extensions;
     #[cfg(feature = "axum")]
