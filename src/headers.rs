@@ -111,6 +111,11 @@ impl HeaderWriter {
         };
         let mut template = HeaderMap::new();
         writer.insert(&mut template, &Decisions::new(vec![any; policies.len()]), 0);
+        // Every value a copy replaces is static, so copying and replacing it counts no
+        // references.
+        if let Some(field) = template.get_mut(name!("ratelimit")) {
+            *field = HeaderValue::from_static("");
+        }
         writer.template = template;
         writer
     }
