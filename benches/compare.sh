@@ -93,6 +93,8 @@ for outcome in allowed denied; do
     row "$outcome, no rate-limit headers" "layer_$outcome/ours_no_headers" \
         "layer_$outcome/tower_governor"
 done
+row "allowed, two rate-limit headers each (ours: IETF only)" layer_allowed/ours_ietf_headers \
+    layer_allowed/tower_governor_headers
 row "allowed, rate-limit headers, the response has a content type" \
     layer_allowed/ours_content_type layer_allowed/tower_governor_headers_content_type
 echo

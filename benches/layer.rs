@@ -1,7 +1,8 @@
 //! The whole layer, one request through `oneshot`: no layer, `RateLimitLayer` and
 //! tower_governor's `GovernorLayer`, all keyed by the peer IP from axum's `ConnectInfo`, in
-//! front of the same trivial service, for allowed and for rejected requests; and, with
-//! headers, in front of one that sets its response's content type, as axum handlers do.
+//! front of the same trivial service, for allowed and for rejected requests; allowed with
+//! two headers on each side; and, with headers, in front of one that sets its response's
+//! content type, as axum handlers do.
 //!
 //! Every future here is ready on its first poll, so it is polled once with a no-op waker:
 //! no runtime is measured.
@@ -128,6 +129,10 @@ fn layers(c: &mut Criterion) {
         bench(&mut group, "tower_governor", plain, status);
         bench(&mut group, "tower_governor_headers", with_headers, status);
         if allowed {
+            // Two headers each: `RateLimit` and `RateLimit-Policy` against tower_governor's
+            // `x-ratelimit-limit` and `x-ratelimit-remaining`.
+            let ietf = ours(quota, RateLimitHeaders::Ietf).layer(inner);
+            bench(&mut group, "ours_ietf_headers", ietf, status);
             let ours = ours(quota, RateLimitHeaders::Both).layer(typed);
             let theirs = GovernorLayer::new(config.use_headers().finish().unwrap()).layer(typed);
             bench(&mut group, "ours_content_type", ours, status);

@@ -33,6 +33,7 @@ for outcome in allowed denied; do
     theirs[$outcome/headers]=$(count "$outcome/tower_governor_headers")
     theirs[$outcome/plain]=$(count "$outcome/tower_governor")
 done
+ours[ietf]=$(count allowed/ours_ietf_headers)
 ours[typed]=$(count allowed/ours_content_type)
 theirs[typed]=$(count allowed/tower_governor_headers_content_type)
 echo "Whole layer, instructions per request (callgrind; no layer: $none):"
@@ -43,6 +44,8 @@ for outcome in allowed denied; do
     row "$outcome, rate-limit headers" "${ours[$outcome/headers]}" "${theirs[$outcome/headers]}"
     row "$outcome, no rate-limit headers" "${ours[$outcome/plain]}" "${theirs[$outcome/plain]}"
 done
+row "allowed, two rate-limit headers each (ours: IETF only)" "${ours[ietf]}" \
+    "${theirs[allowed/headers]}"
 row "allowed, rate-limit headers, the response has a content type" "${ours[typed]}" "${theirs[typed]}"
 echo
 echo "A refusal over an allowed request, ours: $(awk -v a="${ours[denied/headers]}" -v b="${ours[allowed/headers]}" 'BEGIN { printf "%.2f", a / b }') with rate-limit headers, $(awk -v a="${ours[denied/plain]}" -v b="${ours[allowed/plain]}" 'BEGIN { printf "%.2f", a / b }') without."
