@@ -393,9 +393,10 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
         let policy = &policies[0];
         let decide = |state| policy.algorithm().decide(state, now, cost, policy.quota());
         let mut current = word.load(Relaxed);
-        // A charge that changes nothing (a refusal) is answered with its decision. One that
-        // swaps needs only the outcome and the next state in the loop; its decision is
-        // computed once, after it, from the state it was decided on, and only if read.
+        // A charge that changes nothing (a refusal) is answered with its decision, as is
+        // one that swaps when its decision is read. Otherwise the loop needs only the
+        // outcome and the next state; a decision is computed after it, from the state it
+        // was decided on, only for a request that did not pass at once.
         let (at_once, decided) = loop {
             let (decision, next) = decide(current);
             let at_once = decision.outcome == Outcome::Allowed;
@@ -403,11 +404,12 @@ impl<K: Hash + Eq + Clone, C: Clock> MemoryStore<K, C> {
                 return (REPORT || !at_once).then(|| decision.into());
             };
             match word.compare_exchange_weak(current, next, Relaxed, Relaxed) {
+                Ok(_) if REPORT => return Some(decision.into()),
                 Ok(_) => break (at_once, current),
                 Err(actual) => current = actual,
             }
         };
-        (REPORT || !at_once).then(|| decide(decided).0.into())
+        (!at_once).then(|| decide(decided).0.into())
     }
 
     /// One policy: a compare-and-swap loop on its word, or a new word.
