@@ -22,6 +22,7 @@
 //! left out for a quota that never refills, and so is `Retry-After`.
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -149,13 +150,14 @@ impl HeaderWriter {
         // The template's names, in the order `insert` writes them, with new values.
         *headers = self.template.clone();
         let mut slots = headers.values_mut();
-        if self.writes_ietf() {
+        let (field, remaining) = self.values(decisions, decisive);
+        if let Some(field) = field {
             // `RateLimit-Policy` is constant; `RateLimit` follows it.
-            *slots.nth(1).expect("a slot per header") = self.field(decisions);
+            *slots.nth(1).expect("a slot per header") = field;
         }
-        if self.writes_legacy() {
+        if let Some(remaining) = remaining {
             let limit = self.limits[decisive].clone();
-            let values = [limit, number(decision.remaining), number(ceil_secs(reset))];
+            let values = [limit, remaining, number(ceil_secs(reset))];
             for (slot, value) in slots.zip(values) {
                 *slot = value;
             }
@@ -168,46 +170,138 @@ impl HeaderWriter {
     fn insert(&self, headers: &mut HeaderMap, decisions: &Decisions, decisive: usize) {
         let decision = &decisions[decisive];
         headers.reserve(5);
-        if self.writes_ietf() {
+        let (field, remaining) = self.values(decisions, decisive);
+        if let Some(field) = field {
             headers.insert(name!("ratelimit-policy"), self.policy.clone());
-            headers.insert(name!("ratelimit"), self.field(decisions));
+            headers.insert(name!("ratelimit"), field);
         }
-        if self.writes_legacy() {
+        if let Some(remaining) = remaining {
             headers.insert(name!("x-ratelimit-limit"), self.limits[decisive].clone());
-            headers.insert(name!("x-ratelimit-remaining"), number(decision.remaining));
+            headers.insert(name!("x-ratelimit-remaining"), remaining);
             if let Some(reset) = decision.reset {
                 headers.insert(name!("x-ratelimit-reset"), number(ceil_secs(reset)));
             }
         }
     }
 
-    /// The `RateLimit` field: one item per policy, written into one buffer of its exact
-    /// length (so the value takes one allocation).
+    /// The `RateLimit` field and the `X-RateLimit-Remaining` value, each if written. A
+    /// remaining count that needs formatting is a part of the field's text when that is
+    /// short: both values then share one allocation.
     #[inline(always)]
-    fn field(&self, decisions: &Decisions) -> HeaderValue {
+    fn values(
+        &self,
+        decisions: &Decisions,
+        decisive: usize,
+    ) -> (Option<HeaderValue>, Option<HeaderValue>) {
+        let remaining = decisions[decisive].remaining;
+        let legacy = self.writes_legacy().then_some(remaining);
+        if !self.writes_ietf() {
+            return (None, legacy.map(number));
+        }
+        let length = self.field_len(decisions);
+        if legacy.is_some() && remaining >= CACHED_NUMBERS && length <= INLINE {
+            let mut text = Inline::new();
+            let digits = self.write_field(decisions, decisive, &mut text);
+            let text = Bytes::from_owner(text);
+            let remaining = text.slice(digits);
+            return (Some(shared_value(text)), Some(shared_value(remaining)));
+        }
+        let mut text = Vec::with_capacity(length);
+        self.write_field(decisions, decisive, &mut text);
+        (Some(value(text)), legacy.map(number))
+    }
+
+    /// The length of the `RateLimit` field.
+    #[inline(always)]
+    fn field_len(&self, decisions: &Decisions) -> usize {
         let items = self.item_starts.iter().zip(decisions.iter());
-        let t = |decision: &Decision| decision.reset.map(ceil_secs);
-        let length = items
-            .clone()
-            .fold(2 * (decisions.len() - 1), |length, (start, d)| {
-                length
-                    + start.len()
-                    + decimal_len(d.remaining)
-                    + t(d).map_or(0, |t| 3 + decimal_len(t))
-            });
-        let mut field = Vec::with_capacity(length);
-        for (start, decision) in items {
-            if !field.is_empty() {
-                field.extend_from_slice(b", ");
+        items.fold(2 * (decisions.len() - 1), |length, (start, d)| {
+            length
+                + start.len()
+                + decimal_len(d.remaining)
+                + d.reset.map_or(0, |t| 3 + decimal_len(ceil_secs(t)))
+        })
+    }
+
+    /// Writes the `RateLimit` field, one item per policy, into `out`; returns where the
+    /// remaining count of the `decisive` policy's item is.
+    #[inline(always)]
+    fn write_field(
+        &self,
+        decisions: &Decisions,
+        decisive: usize,
+        out: &mut impl Text,
+    ) -> Range<usize> {
+        let mut digits = 0..0;
+        for (index, (start, decision)) in self.item_starts.iter().zip(decisions.iter()).enumerate()
+        {
+            if index > 0 {
+                out.push(b", ");
             }
-            field.extend_from_slice(start.as_bytes());
-            push_decimal(&mut field, decision.remaining);
-            if let Some(t) = t(decision) {
-                field.extend_from_slice(b";t=");
-                push_decimal(&mut field, t);
+            out.push(start.as_bytes());
+            let from = out.len();
+            push_decimal(out, decision.remaining);
+            if index == decisive {
+                digits = from..out.len();
+            }
+            if let Some(t) = decision.reset {
+                out.push(b";t=");
+                push_decimal(out, ceil_secs(t));
             }
         }
-        value(field)
+        digits
+    }
+}
+
+/// Where text is written: a `Vec` of its exact length, or [`Inline`].
+trait Text {
+    fn push(&mut self, text: &[u8]);
+    fn len(&self) -> usize;
+}
+
+impl Text for Vec<u8> {
+    fn push(&mut self, text: &[u8]) {
+        self.extend_from_slice(text);
+    }
+
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+/// The longest text held [`Inline`].
+const INLINE: usize = 64;
+
+/// Short text held inline: a [`Bytes`] made of it with `from_owner` takes one
+/// allocation, which the values sliced from it share.
+struct Inline {
+    len: usize,
+    bytes: [u8; INLINE],
+}
+
+impl Inline {
+    fn new() -> Self {
+        Self {
+            len: 0,
+            bytes: [0; INLINE],
+        }
+    }
+}
+
+impl Text for Inline {
+    fn push(&mut self, text: &[u8]) {
+        self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
+        self.len += text.len();
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl AsRef<[u8]> for Inline {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -233,7 +327,7 @@ fn decimal_len(n: u64) -> usize {
 }
 
 /// Appends `n` in decimal, two digits at a time.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+fn push_decimal(out: &mut impl Text, mut n: u64) {
     /// "00", "01", ... "99".
     const PAIRS: [u8; 200] = {
         let mut pairs = [0; 200];
@@ -261,7 +355,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
         start -= 1;
         digits[start] = b'0' + n as u8;
     }
-    out.extend_from_slice(&digits[start..]);
+    out.push(&digits[start..]);
 }
 
 /// `n` in decimal, in a value of its own.
@@ -275,7 +369,12 @@ fn decimal(n: u64) -> HeaderValue {
 /// allocation and frees it without counting references.
 fn value(text: Vec<u8>) -> HeaderValue {
     debug_assert_eq!(text.len(), text.capacity());
-    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("ascii")
+    shared_value(Bytes::from(text))
+}
+
+/// A value of ASCII text.
+fn shared_value(text: Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(text).expect("ascii")
 }
 
 /// One policy's item of the `RateLimit-Policy` field: `"<name>";q=<burst>;w=<seconds>`,
@@ -326,11 +425,14 @@ pub(crate) fn write_retry_after(headers: &mut HeaderMap, decision: &Decision) {
     }
 }
 
+/// The numbers [`number`] makes without allocating.
+const CACHED_NUMBERS: u64 = 1024;
+
 /// `n` as a header value. Numbers below 1024 (most counts and delays) are formatted once
 /// per process into static text, so their values are made without allocating, and without
 /// the indirect call a cloned value takes.
 fn number(n: u64) -> HeaderValue {
-    const CACHED: usize = 1024;
+    const CACHED: usize = CACHED_NUMBERS as usize;
     static NUMBERS: OnceLock<Vec<&'static str>> = OnceLock::new();
     let numbers = NUMBERS.get_or_init(|| {
         let text: String = (0..CACHED).map(|n| n.to_string()).collect();
@@ -434,6 +536,40 @@ mod tests {
         );
         assert_eq!(names(RateLimitHeaders::Both).len(), 5);
         assert!(names(RateLimitHeaders::None).is_empty());
+    }
+
+    #[test]
+    fn formatted_remaining_counts_read_the_same_in_both_sets() {
+        // From 1024 up, the remaining count is formatted per response: shared with a
+        // short `RateLimit` field, written apart beside a long one.
+        let policy = |name: &str| {
+            Policy::new(name, Quota::per_second(1_000_000), Algorithm::TokenBucket).unwrap()
+        };
+        let long = "a-policy-name-long-enough-for-a-field-beyond-64-bytes";
+        for (policies, remaining) in [
+            (Policies::from(policy("default")), vec![5000]),
+            (Policies::from(policy(long)), vec![5000]),
+            (
+                Policies::new([policy("minute"), policy("day")]).unwrap(),
+                vec![999_999, 5000],
+            ),
+        ] {
+            let reset = Some(Duration::from_millis(1));
+            let decisions = remaining
+                .iter()
+                .map(|&left| decision(Outcome::Allowed, left, reset))
+                .collect();
+            let mut headers = HeaderMap::new();
+            HeaderWriter::new(RateLimitHeaders::Both, &policies)
+                .write(&mut headers, &Decisions::new(decisions));
+            let items: Vec<_> = policies
+                .iter()
+                .zip(&remaining)
+                .map(|(policy, left)| format!("\"{}\";r={left};t=1", policy.name()))
+                .collect();
+            assert_eq!(headers["ratelimit"], items.join(", ").as_str());
+            assert_eq!(headers["x-ratelimit-remaining"], "5000");
+        }
     }
 
     #[test]
