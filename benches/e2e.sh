@@ -5,8 +5,9 @@
 # markdown table of requests per second and of the server's CPU time per request.
 # Every limiter is keyed by the peer IP and never limits: each request is one allowed decision.
 # `static-headers` answers with the same five rate-limit headers and no layer: what carrying
-# them costs. The modes take turns, round after round, and each row is a mode's median, so
-# that a drift of the machine's speed weighs on all of them alike. The CPU time (user and
+# them costs. The modes take turns, round after round, each round starting one mode further
+# on, and each row is a mode's median, so that a drift of the machine's speed weighs on all
+# of them alike. The CPU time (user and
 # system, from /proc/PID/stat around the load) is what a request costs the server, whatever
 # share of the cores wrk takes.
 #   benches/e2e.sh [--duration 10s] [--connections 32] [--threads 1] [--rounds 3]
@@ -94,8 +95,10 @@ rps() {
 modes=(none static-headers ours ours-no-headers ours-redis governor)
 declare -A runs user system
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-for _ in $(seq "$rounds"); do
-    for mode in "${modes[@]}"; do
+for round in $(seq 0 $((rounds - 1))); do
+    # Each round starts one mode further on, so that no mode always follows the same one.
+    for i in "${!modes[@]}"; do
+        mode=${modes[$(((i + round) % ${#modes[@]}))]}
         rps "$mode"
         runs[$mode]+="$result "
         read -r u s <<<"$cpu"
