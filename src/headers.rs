@@ -204,7 +204,7 @@ impl HeaderWriter {
             let digits = self.write_field(decisions, decisive, &mut text);
             let text = Bytes::from_owner(text);
             let remaining = text.slice(digits);
-            return (Some(shared_value(text)), Some(shared_value(remaining)));
+            return (Some(ascii_value(text)), Some(ascii_value(remaining)));
         }
         let mut text = Vec::with_capacity(length);
         self.write_field(decisions, decisive, &mut text);
@@ -369,11 +369,11 @@ fn decimal(n: u64) -> HeaderValue {
 /// allocation and frees it without counting references.
 fn value(text: Vec<u8>) -> HeaderValue {
     debug_assert_eq!(text.len(), text.capacity());
-    shared_value(Bytes::from(text))
+    ascii_value(Bytes::from(text))
 }
 
 /// A value of ASCII text.
-fn shared_value(text: Bytes) -> HeaderValue {
+fn ascii_value(text: Bytes) -> HeaderValue {
     HeaderValue::from_maybe_shared(text).expect("ascii")
 }
 
